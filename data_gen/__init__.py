@@ -1,0 +1,1 @@
+"""Stage 1: catalog ingestion and the nine modality embeddings."""

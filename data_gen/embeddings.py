@@ -1,0 +1,69 @@
+"""The embedding store of a run directory: `embeddings/` -> track order, per-modality matrices, presence masks.
+
+Layout (the contract every later stage reads):
+    embeddings/tracks.parquet     track_id per row; row i of every matrix is this track
+    embeddings/<MOD>.npy          float32 [num_tracks, dim], one file per modality with >= 1 present track
+    embeddings/presence.npy       bool [num_tracks, 9], columns in registry order (AC ... TC)
+    embeddings/<MOD>.json         per-modality record: status, dim, present count, vectorizer state
+    embeddings/manifest.json      config, input checksums, counts, library versions
+Rows whose presence is False hold a documented fill (see each vectorizer), never data. Matrices are memory-mapped,
+so a stage can stream a 1.6M x 4096 modality without loading it into RAM.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from data_gen.registry import MODALITY_NAMES, get_modality, modality_index
+
+EMBEDDINGS_DIR = "embeddings"
+
+
+class EmbeddingStore:
+    """Read access to `run_dir/embeddings`."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / EMBEDDINGS_DIR
+        if not (self.dir / "tracks.parquet").exists():
+            raise FileNotFoundError(f"{self.dir}: no embeddings here (run `python -m data_gen.vectorize` first)")
+        self._track_ids: list[str] | None = None
+
+    @property
+    def track_ids(self) -> list[str]:
+        if self._track_ids is None:
+            self._track_ids = pq.read_table(self.dir / "tracks.parquet").column("track_id").to_pylist()
+        return self._track_ids
+
+    @property
+    def num_tracks(self) -> int:
+        return pq.ParquetFile(self.dir / "tracks.parquet").metadata.num_rows
+
+    def info(self, modality: str) -> dict:
+        name = get_modality(modality).name
+        path = self.dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {"status": "not computed"}
+
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities with a written matrix (>= 1 present track), in registry order."""
+        return tuple(m for m in MODALITY_NAMES if self.info(m).get("status") == "done")
+
+    def dim(self, modality: str) -> int:
+        return int(self.info(modality)["dim"])
+
+    def load(self, modality: str, mmap: bool = True) -> np.ndarray:
+        name = get_modality(modality).name
+        if name not in self.modalities():
+            raise KeyError(f"{self.dir}: modality {name} has no embeddings ({self.info(name).get('status')})")
+        return np.load(self.dir / f"{name}.npy", mmap_mode="r" if mmap else None)
+
+    def presence(self, modality: str | None = None) -> np.ndarray:
+        mask = np.load(self.dir / "presence.npy", mmap_mode="r")
+        return mask if modality is None else np.asarray(mask[:, modality_index(modality)])
+
+    def manifest(self) -> dict:
+        return json.loads((self.dir / "manifest.json").read_text())

@@ -1,0 +1,1 @@
+"""Per-modality vectorizers (3MToken Appendix A): one class per modality kind."""

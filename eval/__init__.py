@@ -1,0 +1,1 @@
+"""Stage 7: evaluation commands (later issues)."""
