@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from data_gen.catalog import read_catalog
 from data_gen.config import parse_config
 from data_gen.embeddings import EMBEDDINGS_DIR
-from data_gen.manifest import config_hash, file_sha256, library_versions, write_manifest
+from data_gen.manifest import config_hash, file_sha256, write_manifest
 from data_gen.playlists import read_id_list
 from data_gen.registry import MODALITIES, MODALITY_NAMES, get_modality, modality_index, parse_modalities
 from data_gen.vectorizers.base import Vectorizer
@@ -162,12 +162,15 @@ def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path,
         prog = json.loads(progress_path.read_text())
         if prog.get("settings") == settings and prog.get("dim") == dim:
             start = int(prog["rows_done"])
+    failures_path = out_dir / f"{name}.failures.jsonl"
     if start:
         matrix = np.lib.format.open_memmap(npy, mode="r+")
         print(f"[{name}] resuming at row {start:,}/{num_tracks:,}", file=sys.stderr)
     else:
         matrix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(num_tracks, dim))
+        failures_path.unlink(missing_ok=True)
     row = 0
+    failures_written = 0
     columns = sorted(set(vec.columns) | {"track_id"})
     with tqdm(total=num_tracks, initial=start, desc=f"{name} ({get_modality(name).kind})", unit="track",
               file=sys.stderr, disable=None) as bar:
@@ -184,6 +187,11 @@ def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path,
             matrix[row:row + n] = emb
             presence[row:row + n, col] = present
             row += n
+            failures = getattr(vec, "failures", [])
+            if len(failures) > failures_written:  # appended per chunk, so a resumed run keeps earlier ones
+                with open(failures_path, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(f, default=str) + "\n" for f in failures[failures_written:])
+                failures_written = len(failures)
             matrix.flush()
             presence.flush()
             progress_path.write_text(json.dumps({"settings": settings, "dim": dim, "rows_done": row}))
@@ -201,6 +209,10 @@ def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path,
         info["reason"] = "no track has data for this modality"
     else:
         info["status"] = "done"
+    if failures_path.exists():  # e.g. unreadable audio files: those tracks are absent, and this says why
+        with open(failures_path, encoding="utf-8") as fh:
+            info["failures"] = sum(1 for _ in fh)
+        info["failures_file"] = str(failures_path)
     (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     progress_path.unlink(missing_ok=True)
     return info

@@ -120,3 +120,29 @@ def test_vectorizer_without_track_id_column(vectorizer):
     emb, present = vectorizer.transform(pa.RecordBatch.from_pylist([{"audio_path": "nope.wav"}]))
     assert emb.shape == (1, DIM) and present.tolist() == [False]
     assert set(vectorizer.failures[0]) == {"path", "reason"}
+
+
+def test_vectorize_stage_uses_clap_for_audio_paths(tiny_clap, audio_dir, tmp_path):
+    """A catalog with audio paths goes through the CLAP tower in the vectorize stage; failures are written down."""
+    import json
+
+    from data_gen.embeddings import EmbeddingStore
+    from data_gen.ingest import IngestConfig, run as ingest_run
+    from data_gen.vectorize import VectorizeConfig, run as vectorize_run
+
+    rows = [{"track_id": "a", "audio_path": "low.wav"}, {"track_id": "b", "audio_path": "high.wav"},
+            {"track_id": "c", "audio_path": "missing.wav"}, {"track_id": "d"}]
+    cat = audio_dir / "catalog.jsonl"
+    cat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    ingest_run(IngestConfig(run_dir=str(run_dir), source="catalog", input=str(cat)))
+    summary = vectorize_run(VectorizeConfig(run_dir=str(run_dir), modalities="SC", clap_model=tiny_clap,
+                                            device="cpu"))
+    assert summary["modalities"]["SC"] == {"status": "done", "dim": DIM, "present": 2, "absent": 2}
+    store = EmbeddingStore(run_dir)
+    assert store.presence("SC").tolist() == [True, True, False, False]
+    expected = ClapAudioEncoder(tiny_clap).encode([load_audio(audio_dir / "low.wav", SR, 1.0)])
+    np.testing.assert_allclose(store.load("SC")[0], expected[0], atol=1e-5)
+    failures = [json.loads(x) for x in (run_dir / "embeddings" / "SC.failures.jsonl").read_text().splitlines()]
+    assert [f["track_id"] for f in failures] == ["c"] and "missing.wav" in failures[0]["reason"]
+    assert store.info("SC")["failures"] == 1
