@@ -1,0 +1,132 @@
+"""The token format: (modality, level, code index) <-> token strings such as `<SC1-5>`, and the music vocabulary.
+
+One source of truth for the strings every later stage (SFT data, constrained decoding, retrieval) uses:
+    `<MOD{level}-{index}>`  music token, level 1-based, index 0-based: `<SC1-5>` = SC, level 1, code 5
+    `<MOD-none>`            the modality is missing for this track (replaces its L level tokens)
+    `<ID-{k}>`              optional disambiguation token: the k-th track sharing an identical code sequence
+    `<begin_3MToken>` / `<end_3MToken>`  boundary tokens around a track's sequence
+A track's sequence lists its modalities in registry order (AC ... TC, only the modalities the tokenizer was
+trained on), each as its L level tokens or as one `<MOD-none>`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from data_gen.registry import MODALITY_NAMES, get_modality
+
+BEGIN_TOKEN = "<begin_3MToken>"
+END_TOKEN = "<end_3MToken>"
+BOUNDARY_TOKENS = (BEGIN_TOKEN, END_TOKEN)
+MISSING = -1  # code value stored in the token database for a missing modality
+
+_MUSIC = re.compile(r"^<([A-Z]{2})(\d+)-(\d+)>$")
+_NONE = re.compile(r"^<([A-Z]{2})-none>$")
+_DEDUP = re.compile(r"^<ID-(\d+)>$")
+
+
+def music_token(modality: str, level: int, index: int) -> str:
+    """('SC', 1, 5) -> '<SC1-5>' (level is 1-based, index 0-based)."""
+    if level < 1 or index < 0:
+        raise ValueError(f"level must be >= 1 and index >= 0, got level={level}, index={index}")
+    return f"<{get_modality(modality).name}{level}-{index}>"
+
+
+def missing_token(modality: str) -> str:
+    return f"<{get_modality(modality).name}-none>"
+
+
+def dedup_token(k: int) -> str:
+    return f"<ID-{k}>"
+
+
+def parse_token(token: str) -> tuple[str, int, int] | tuple[str, None, None] | tuple[None, None, int]:
+    """'<SC1-5>' -> ('SC', 1, 5); '<SC-none>' -> ('SC', None, None); '<ID-3>' -> (None, None, 3).
+
+    Raises ValueError for anything else (including unknown modalities)."""
+    if m := _MUSIC.match(token):
+        return get_modality(m.group(1)).name, int(m.group(2)), int(m.group(3))
+    if m := _NONE.match(token):
+        return get_modality(m.group(1)).name, None, None
+    if m := _DEDUP.match(token):
+        return None, None, int(m.group(1))
+    raise ValueError(f"not a music token: {token!r}")
+
+
+def music_vocabulary(codebook_sizes: Mapping[str, Sequence[int]]) -> list[str]:
+    """All `<MOD{l}-{i}>` tokens, modalities in registry order, levels in order: 9 x 224 = 2,016 by default."""
+    unknown = set(codebook_sizes) - set(MODALITY_NAMES)
+    if unknown:
+        raise KeyError(f"unknown modalities {sorted(unknown)}")
+    return [music_token(m, level, i)
+            for m in MODALITY_NAMES if m in codebook_sizes
+            for level, size in enumerate(codebook_sizes[m], start=1)
+            for i in range(size)]
+
+
+def special_vocabulary(modalities: Sequence[str], max_dedup: int = 0) -> list[str]:
+    """The non-code tokens a tokenizer needs: boundaries, one `<MOD-none>` per modality, `<ID-k>` for k < max_dedup."""
+    ordered = [m for m in MODALITY_NAMES if m in set(modalities)]
+    return [*BOUNDARY_TOKENS, *(missing_token(m) for m in ordered), *(dedup_token(k) for k in range(max_dedup))]
+
+
+def codes_to_tokens(codes: Mapping[str, Sequence[int]], dedup: int | None = None, boundaries: bool = True) -> list[str]:
+    """{modality: [c1..cL] or [-1..-1]} -> token strings in registry order (+ `<ID-k>`, + boundaries)."""
+    out = [BEGIN_TOKEN] if boundaries else []
+    for m in MODALITY_NAMES:
+        if m not in codes:
+            continue
+        levels = [int(c) for c in codes[m]]
+        if all(c == MISSING for c in levels):
+            out.append(missing_token(m))
+        elif any(c == MISSING for c in levels):
+            raise ValueError(f"{m}: partially missing codes {levels}")
+        else:
+            out.extend(music_token(m, level, c) for level, c in enumerate(levels, start=1))
+    if dedup is not None:
+        out.append(dedup_token(dedup))
+    if boundaries:
+        out.append(END_TOKEN)
+    return out
+
+
+def tokens_to_codes(tokens: Sequence[str], num_levels: Mapping[str, int]) -> tuple[dict[str, list[int]], int | None]:
+    """Inverse of codes_to_tokens: token strings (boundaries optional) -> ({modality: codes}, dedup or None).
+
+    Raises ValueError on tokens out of order, levels out of order, or modalities not in `num_levels`."""
+    body = list(tokens)
+    if body and body[0] == BEGIN_TOKEN:
+        body = body[1:]
+    if body and body[-1] == END_TOKEN:
+        body = body[:-1]
+    codes: dict[str, list[int]] = {}
+    dedup = None
+    last_rank = -1
+    for tok in body:
+        modality, level, index = parse_token(tok)
+        if modality is None:
+            if dedup is not None:
+                raise ValueError("more than one <ID-k> token")
+            dedup = index
+            continue
+        if dedup is not None:
+            raise ValueError(f"{tok} after the <ID-k> token")
+        if modality not in num_levels:
+            raise ValueError(f"{tok}: modality {modality} is not in this tokenizer")
+        rank = MODALITY_NAMES.index(modality)
+        if level is None:
+            if modality in codes or rank <= last_rank:
+                raise ValueError(f"{tok} out of order")
+            codes[modality] = [MISSING] * num_levels[modality]
+            last_rank = rank
+            continue
+        current = codes.setdefault(modality, []) if rank >= last_rank else None
+        if current is None or (rank > last_rank and current) or level != len(current) + 1:
+            raise ValueError(f"{tok} out of order")
+        current.append(index)
+        last_rank = rank
+    for m, levels in codes.items():
+        if len(levels) != num_levels[m]:
+            raise ValueError(f"{m}: {len(levels)} levels, expected {num_levels[m]}")
+    return codes, dedup
