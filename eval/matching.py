@@ -1,0 +1,243 @@
+"""Hierarchical code matching over a token database: TokenDB -> sparse prefix index -> top-k tracks for a query.
+
+3MToken Appendix C scores a candidate track against a query by hierarchical matching, each modality weighted:
+
+    score(q, t) = sum_m w_m * sum_l [codes_m[1..l](q) == codes_m[1..l](t)]
+
+Level 2 counts only when level 1 matches, level 3 only when levels 1 and 2 match. A level-l *prefix* match implies
+every earlier level matches, so the score is a weighted count of shared prefixes. The index is a binary CSR matrix
+X [N, P] with one column per (modality, level, code prefix); a track without a modality has no entries for it.
+Scoring catalog tracks is then the sparse product Q @ X.T, and scoring one generated code sequence reads the
+posting lists (columns) of its L prefixes per modality: no Python loop over the catalog in either case.
+Ties are broken deterministically: higher score first, then lower catalog row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from data_gen.registry import get_modality
+from tokenizer_ext.token_db import TokenDB
+from tokenizer_ext.tokens import MISSING
+
+# Dense score chunks are [chunk, N] float64; the automatic chunk size keeps one chunk near this many bytes.
+SCORE_CHUNK_BYTES = 32 << 20  # small enough for the allocator to reuse it
+
+
+@dataclass(frozen=True)
+class PrefixBlock:
+    """The columns of one (modality, level): `keys[i]` identifies the i-th distinct prefix, column `offset + i`.
+
+    A prefix key is `parent * codebook_size + code`, where `parent` is the position of the level-(l-1) prefix in
+    its own block (0 at level 1). Keys never overflow (they are < distinct prefixes x codebook size) and are sorted,
+    so a generated code sequence finds its column with a binary search per level.
+    """
+
+    modality: str
+    level: int  # 1-based
+    codebook_size: int
+    offset: int
+    keys: np.ndarray  # int64 [distinct prefixes], sorted
+
+
+def _resolve_weights(modalities: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """None -> 1.0 for every indexed modality; a mapping -> its weights (modalities it leaves out get 0).
+
+    Known modalities that are not indexed are ignored (the relevance model scores all nine; a catalog may lack some).
+    """
+    if weights is None:
+        return {m: 1.0 for m in modalities}
+    named = {get_modality(m).name: float(w) for m, w in weights.items()}
+    return {m: named.get(m, 0.0) for m in modalities}
+
+
+def top_k(scores: np.ndarray, k: int, integer_scores: bool = False) -> np.ndarray:
+    """float [B, N] scores -> int64 [B, min(k, N)] rows, best first; ties go to the lower row.
+
+    np.partition finds the k-th best score per row in O(N); only the entries tied with it need a rule, and they are
+    taken lowest row first, so the result does not depend on the partition algorithm. With `integer_scores` (every
+    finite score a whole number, as with the paper's equal weights) the row is folded into the key
+    score * N + (N - 1 - row), which makes keys unique and needs a single argpartition (the caller vouches that
+    |score| * N < 2**52). Excluded entries are -inf; callers keep k <= the number of finite scores.
+    """
+    scores = np.atleast_2d(scores)
+    b, n = scores.shape
+    k = min(int(k), n)
+    if k <= 0:
+        return np.zeros((b, 0), np.int64)
+    if integer_scores:
+        key = scores * n
+        key += np.arange(n - 1, -1, -1, dtype=np.float64)  # exact: whole numbers below 2**53
+        part = np.argpartition(key, n - k, axis=1)[:, n - k:]
+        order = np.argsort(-np.take_along_axis(key, part, axis=1), axis=1)
+        return np.take_along_axis(part, order, axis=1).astype(np.int64)
+    neg = np.negative(scores)
+    neg.partition(k - 1, axis=1)
+    kth = -neg[:, k - 1]  # [B] k-th largest score
+    del neg
+    chosen = scores > kth[:, None]
+    tied = scores == kth[:, None]
+    need = k - chosen.sum(axis=1)
+    cut = np.flatnonzero(need < tied.sum(axis=1))  # rows whose boundary tie must be cut: keep its lowest rows
+    if len(cut):
+        sub = tied[cut]
+        tied[cut] = sub & (np.cumsum(sub, axis=1, dtype=np.int32) <= need[cut, None])
+    chosen |= tied
+    rows = np.nonzero(chosen)[1].reshape(b, k)  # row-major: each line's k columns, ascending
+    sel = np.take_along_axis(scores, rows, axis=1)
+    order = np.lexsort((rows, -sel), axis=-1)  # primary: score desc, secondary: row asc
+    return np.take_along_axis(rows, order, axis=1).astype(np.int64)
+
+
+class HierarchicalIndex:
+    """Sparse prefix index of a TokenDB for hierarchical matching (see the module docstring)."""
+
+    def __init__(self, matrix: sp.csr_matrix, blocks: list[PrefixBlock], modalities: tuple[str, ...]):
+        self.X = matrix  # [N, P] binary, one column per (modality, level, prefix)
+        self.XT = matrix.T.tocsr()  # [P, N]: row p = posting list of prefix p (catalog rows, ascending)
+        self.blocks = blocks
+        self.modalities = modalities
+        self._blocks_of = {m: [b for b in blocks if b.modality == m] for m in modalities}
+
+    @classmethod
+    def from_token_db(cls, db: TokenDB, modalities: Sequence[str] | None = None) -> HierarchicalIndex:
+        mods = db.modalities if modalities is None else tuple(m for m in db.modalities
+                                                              if m in {get_modality(x).name for x in modalities})
+        n = db.num_tracks
+        blocks: list[PrefixBlock] = []
+        rows, cols = [], []
+        offset = 0
+        for m in mods:
+            codes = db.codes[m]
+            present = np.flatnonzero(codes[:, 0] != MISSING)
+            parent = np.zeros(len(present), np.int64)
+            for level, size in enumerate(db.codebook_sizes[m], start=1):
+                key = parent * size + codes[present, level - 1].astype(np.int64)
+                uniq, inverse = np.unique(key, return_inverse=True)
+                blocks.append(PrefixBlock(m, level, size, offset, uniq))
+                rows.append(present)
+                cols.append(offset + inverse.reshape(-1))
+                parent = inverse.reshape(-1).astype(np.int64)
+                offset += len(uniq)
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        matrix = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, offset))
+        matrix.sort_indices()
+        return cls(matrix, blocks, mods)
+
+    @property
+    def num_tracks(self) -> int:
+        return self.X.shape[0]
+
+    def column_weights(self, weights: Mapping[str, float] | None) -> np.ndarray:
+        """float64 [P]: each column's modality weight."""
+        w = _resolve_weights(self.modalities, weights)
+        out = np.zeros(self.X.shape[1])
+        for b in self.blocks:
+            out[b.offset:b.offset + len(b.keys)] = w[b.modality]
+        return out
+
+    def integer_scores(self, weights: Mapping[str, float] | None) -> bool:
+        """True when every score is a whole number small enough for top_k's exact integer path."""
+        w = _resolve_weights(self.modalities, weights)
+        per_level = np.array([w[b.modality] for b in self.blocks])
+        whole = bool(np.all(np.isfinite(per_level)) and np.all(per_level == np.round(per_level)))
+        return whole and float(np.abs(per_level).sum()) * max(1, self.num_tracks) < 2.0**52
+
+    def score_rows(self, query_rows: Sequence[int] | np.ndarray, weights: Mapping[str, float] | None = None
+                   ) -> np.ndarray:
+        """Catalog rows as queries -> float64 [len(query_rows), N] hierarchical matching scores (dense).
+
+        Call it on chunks of queries (see `rank_rows`); zero-weight modalities cost nothing."""
+        q = self.X[np.asarray(query_rows, dtype=np.int64)].copy()
+        q.data = q.data * self.column_weights(weights)[q.indices]
+        q.eliminate_zeros()
+        return (q @ self.XT).toarray()
+
+    def rank_rows(self, query_rows: Sequence[int] | np.ndarray, weights: Mapping[str, float] | None = None,
+                  k: int = 50, exclude_self: bool = True, chunk_size: int | None = None) -> np.ndarray:
+        """Catalog rows as queries -> int64 [len(query_rows), k'] top rows (k' = min(k, N - exclude_self)).
+
+        With `exclude_self`, each query's own row never appears in its ranking."""
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        n = self.num_tracks
+        k = min(int(k), n - int(exclude_self))
+        chunk = chunk_size or max(1, min(4096, SCORE_CHUNK_BYTES // max(1, 8 * n)))
+        whole = self.integer_scores(weights)
+        out = np.zeros((len(query_rows), max(k, 0)), np.int64)
+        for start in range(0, len(query_rows), chunk):
+            rows = query_rows[start:start + chunk]
+            scores = self.score_rows(rows, weights)
+            if exclude_self:
+                scores[np.arange(len(rows)), rows] = -np.inf
+            out[start:start + len(rows)] = top_k(scores, k, integer_scores=whole)
+        return out
+
+    def score_codes(self, codes: Mapping[str, Sequence[int]], weights: Mapping[str, float] | None = None
+                    ) -> np.ndarray:
+        """One code sequence {modality: [c1..cL]} (e.g. generated by the LLM) -> float64 [N] scores.
+
+        Each modality reads at most L posting lists; it stops at the first level whose prefix no track has.
+        A modality that is absent from `codes`, missing (-1) or not indexed contributes nothing."""
+        w = _resolve_weights(self.modalities, weights)
+        scores = np.zeros(self.num_tracks)
+        for m, levels in codes.items():
+            m = get_modality(m).name
+            if m not in self._blocks_of or w[m] == 0.0:
+                continue
+            levels = [int(c) for c in levels]
+            if any(c == MISSING for c in levels):
+                continue
+            parent = 0
+            for block, code in zip(self._blocks_of[m], levels):
+                if not 0 <= code < block.codebook_size:
+                    raise ValueError(f"{m} level {block.level}: code {code} outside codebook of {block.codebook_size}")
+                key = parent * block.codebook_size + code
+                pos = int(np.searchsorted(block.keys, key))
+                if pos == len(block.keys) or block.keys[pos] != key:
+                    break  # no track has this prefix, hence none has any longer one
+                col = block.offset + pos
+                scores[self.XT.indices[self.XT.indptr[col]:self.XT.indptr[col + 1]]] += w[m]
+                parent = pos
+        return scores
+
+    def search_codes(self, codes: Mapping[str, Sequence[int]], weights: Mapping[str, float] | None = None,
+                     k: int = 10, exclude: Sequence[int] | np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """One code sequence -> (int64 rows [k'], float64 scores [k']), best first, ties to the lower row.
+
+        `exclude`: catalog rows that must not be returned (e.g. the seed, or tracks already played)."""
+        scores = self.score_codes(codes, weights)
+        valid = self.num_tracks
+        if exclude is not None and len(exclude):
+            exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+            scores[exclude] = -np.inf
+            valid -= len(exclude)
+        whole = self.integer_scores(weights)
+        rows = top_k(scores[None, :], min(int(k), valid), integer_scores=whole)[0]
+        return rows, scores[rows]
+
+
+def brute_force_scores(db: TokenDB, query_row: int, weights: Mapping[str, float] | None = None,
+                       modalities: Sequence[str] | None = None) -> np.ndarray:
+    """Reference for tests: the hierarchical matching score of every track against catalog row `query_row`,
+    written as the paper states it (a level counts only while all earlier levels matched). float64 [N]."""
+    mods = db.modalities if modalities is None else tuple(m for m in db.modalities if m in modalities)
+    w = _resolve_weights(mods, weights)
+    scores = np.zeros(db.num_tracks)
+    for t in range(db.num_tracks):
+        total = 0.0
+        for m in mods:
+            q, c = db.codes[m][query_row], db.codes[m][t]
+            if q[0] == MISSING or c[0] == MISSING:
+                continue
+            for level in range(len(q)):
+                if q[level] != c[level]:
+                    break
+                total += w[m]
+        scores[t] = total
+    return scores

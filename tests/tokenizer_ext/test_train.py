@@ -1,0 +1,129 @@
+"""The tokenizer training command end to end on a small demo run (SC, MC, RI): token DB, resume, re-encoding."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_gen.config import parse_config
+from data_gen.embeddings import EmbeddingStore
+from data_gen.ingest import IngestConfig, run as ingest_run
+from data_gen.vectorize import VectorizeConfig, run as vectorize_run
+from tokenizer_ext.split import split_tracks
+from tokenizer_ext.token_db import TokenDB
+from tokenizer_ext.tokenizer import MusicTokenizer
+from tokenizer_ext.train import TrainConfig, main
+
+REPO = Path(__file__).resolve().parents[2]
+MODALITIES = ("SC", "MC", "RI")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tok") / "run"
+    ingest_run(IngestConfig(run_dir=str(run_dir), source="demo", num_tracks=300))
+    vectorize_run(VectorizeConfig(run_dir=str(run_dir), modalities=",".join(MODALITIES)))
+    return run_dir
+
+
+def test_help():
+    out = subprocess.run([sys.executable, "-m", "tokenizer_ext.train", "--help"], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert "--run_dir" in out.stdout and "--config" in out.stdout and "Sec. 3" in out.stdout
+
+
+@pytest.mark.parametrize("method,sizes", [("rqvae", (32, 64, 128)), ("vqvae", (1024,)), ("kmeans", (1024,))])
+def test_recipes_are_the_paper_configuration(method, sizes):
+    cfg = parse_config(TrainConfig, ["--config", str(REPO / f"recipes/tokenizers/{method}.yaml"), "--run_dir", "r"])
+    assert cfg.method == method and cfg.codebook_sizes == sizes
+    assert (cfg.test_fraction, cfg.disambiguate, cfg.dead_code_reset) == (0.2, True, False)
+    if method != "kmeans":
+        assert (cfg.d_z, cfg.hidden_dims, cfg.beta, cfg.lr, cfg.batch_size, cfg.epochs) == \
+            (32, (512, 256, 128), 0.25, 1e-4, 512, 150)
+    assert parse_config(TrainConfig, ["--run_dir", "r", "--method", method]).codebook_sizes == sizes
+    with pytest.raises(ValueError, match="one codebook level"):
+        TrainConfig(run_dir="r", method="vqvae", codebook_sizes=(4, 8))
+
+
+@pytest.mark.parametrize("method", ["rqvae", "vqvae", "kmeans"])
+def test_train_end_to_end(run_dir, tmp_path, method, capsys):
+    out_dir = tmp_path / method
+    argv = ["--run_dir", str(run_dir), "--method", method, "--epochs", "2", "--modalities", "SC,MC,RI,TC",
+            "--out_dir", str(out_dir), "--device", "cpu"]
+    main(argv)
+    table = capsys.readouterr().out
+    assert "| SC | trained |" in table and "| TC | skipped" in table and "after disambiguation: conflict rate 0.0000" in table
+
+    store = EmbeddingStore(run_dir)
+    db = TokenDB.load(out_dir)
+    assert db.track_ids == store.track_ids and db.modalities == MODALITIES and db.tokenizer == method
+    for m in MODALITIES:
+        codes, present = db.codes[m], store.presence(m)
+        assert not present.all()  # the demo catalog has tracks without this modality
+        assert (codes[~present] == -1).all() and (codes[present] >= 0).all()
+        assert (codes[present] < np.asarray(db.codebook_sizes[m])).all()
+    assert db.dedup is not None and db.conflict_stats()["conflict_rate"] == 0.0
+
+    split = json.loads((out_dir / "split.json").read_text())
+    is_test = split_tracks(store.track_ids, 0.2, 0)
+    assert (split["train"], split["test"], split["seed"], split["test_fraction"]) == \
+        (int((~is_test).sum()), int(is_test.sum()), 0, 0.2)
+    assert (out_dir / "test_tracks.txt").read_text().split() == [t for t, s in zip(store.track_ids, is_test) if s]
+
+    log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    epochs = 1 if method == "kmeans" else 2
+    assert [(r["modality"], r["epoch"]) for r in log] == [(m, e) for m in MODALITIES for e in range(1, epochs + 1)]
+
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["stage"] == "tokenize" and manifest["config"]["method"] == method
+    assert set(manifest["counts"]["modalities"]) == set(MODALITIES) and "TC" in manifest["counts"]["skipped"]
+    for m, rec in manifest["counts"]["modalities"].items():
+        assert rec["train"] == int((store.presence(m) & ~is_test).sum())
+        assert len(rec["dead_codes"]) == len(db.codebook_sizes[m])
+        # kmeans here has one centroid per distinct row (K clipped), so it reconstructs its training rows exactly
+        assert rec["recon"] < 1e-9 if method == "kmeans" else rec["recon"] > 0
+        assert rec["val_recon"] >= 0
+    conflicts = manifest["conflicts"]
+    if method == "rqvae":  # 2 epochs of RQ-VAE on the demo leave tracks with identical code sequences
+        assert conflicts["before_disambiguation"]["conflict_rate"] > 0
+    assert conflicts["after_disambiguation"]["conflict_rate"] == 0.0
+    tokenizer_json = json.loads((out_dir / "tokenizer.json").read_text())
+    assert tokenizer_json["modalities"] == list(MODALITIES)
+    assert tokenizer_json["dims"] == {m: store.dim(m) for m in MODALITIES}
+    if method == "kmeans":  # 300 tracks: fewer training rows than 1024 clusters -> clipped
+        assert all(rec["final"]["note"] and "clipped" in rec["final"]["note"]
+                   for rec in (json.loads((out_dir / m / "checkpoint.json").read_text()) for m in MODALITIES))
+
+    # re-running with the same settings reuses every checkpoint and rebuilds the same token DB
+    log_before = (out_dir / "train_log.jsonl").read_text()
+    main(argv)
+    assert capsys.readouterr().out.count("| reused |") == len(MODALITIES)
+    assert (out_dir / "train_log.jsonl").read_text() == log_before
+    again = TokenDB.load(out_dir)
+    for m in MODALITIES:
+        np.testing.assert_array_equal(again.codes[m], db.codes[m])
+
+    # the saved tokenizer encodes the run's embeddings into exactly the saved token DB
+    tokenizer = MusicTokenizer.load(out_dir, device="cpu")
+    assert tokenizer.modalities == MODALITIES and tokenizer.codebook_sizes == db.codebook_sizes
+    rebuilt = tokenizer.encode_store(store, chunk_rows=64)  # chunks smaller than the catalog
+    for m in MODALITIES:
+        np.testing.assert_array_equal(rebuilt.codes[m], db.codes[m])
+    np.testing.assert_array_equal(rebuilt.dedup, db.dedup)
+    x = np.asarray(store.load("RI")[store.presence("RI")][:5])
+    assert tokenizer.decode("RI", tokenizer.encode("RI", x)).shape == x.shape
+
+
+def test_changed_settings_retrain_only_that_modality(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "rq"
+    base = ["--run_dir", str(run_dir), "--epochs", "1", "--out_dir", str(out_dir), "--device", "cpu"]
+    main([*base, "--modalities", "SC,MC"])
+    main([*base, "--modalities", "SC,MC,RI"])  # SC, MC reused, RI new
+    out = capsys.readouterr().out
+    assert "| SC | reused |" in out and "| MC | reused |" in out and "| RI | trained |" in out
+    main([*base, "--modalities", "SC", "--seed", "1"])  # a new seed is a new model (and a new split)
+    assert "| SC | trained |" in capsys.readouterr().out
+    assert TokenDB.load(out_dir).modalities == ("SC",)

@@ -1,0 +1,74 @@
+"""Tokenizer settings: YAML recipe / command line -> `TokenizerConfig` (method, model, training, split).
+
+Defaults are the 3MToken paper's; each field's help names the section. `recipes/tokenizers/<method>.yaml` spell
+out the paper configuration of each method and are the documentation of a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+METHODS = ("rqvae", "vqvae", "kmeans")
+
+# Sec. 3 "RQ-VAE Configuration" / App. B: (K1, K2, K3) = (32, 64, 128). Sec. 3 "Baselines": VQ-VAE codebook size
+# and K-means clusters are 1024 per modality.
+DEFAULT_CODEBOOK_SIZES = {"rqvae": (32, 64, 128), "vqvae": (1024,), "kmeans": (1024,)}
+
+# Fields that only say where or how fast to run: they never change a trained quantizer, so a checkpoint trained
+# with other values of them is reused.
+RUNTIME_FIELDS = ("device", "modalities", "disambiguate", "encode_chunk_rows")
+
+
+@dataclass
+class TokenizerConfig:
+    """Per-modality music tokenizer: RQ-VAE (3MToken), or the VQ-VAE / K-means baselines."""
+
+    method: str = field(default="rqvae", metadata={
+        "help": "rqvae (3MToken, Sec. 2), vqvae or kmeans (baselines, Sec. 3)", "choices": list(METHODS)})
+    d_z: int = field(default=32, metadata={"help": "latent dim d_z of the RQ-VAE / VQ-VAE (Sec. 3, App. E.2)"})
+    hidden_dims: tuple[int, ...] = field(default=(512, 256, 128), metadata={
+        "help": "encoder hidden layers; the decoder mirrors them (App. B: 512 -> 256 -> 128 -> d_z)"})
+    codebook_sizes: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "codebook size per level; default (32, 64, 128) for rqvae (Sec. 3, App. B), 1024 for vqvae and "
+                "the number of clusters for kmeans (Sec. 3 Baselines)"})
+    beta: float = field(default=0.25, metadata={"help": "commitment weight beta (Sec. 2 loss, App. D: 0.25)"})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate (Sec. 3: 1e-4)"})
+    weight_decay: float = field(default=0.01, metadata={
+        "help": "AdamW weight decay (Sec. 3 names AdamW without a value; 0.01 is AdamW's usual default)"})
+    batch_size: int = field(default=512, metadata={"help": "training batch size (Sec. 3: 512)"})
+    epochs: int = field(default=150, metadata={"help": "training epochs per modality (Sec. 3: 150)"})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "share of tracks held out for testing, by track hash (Sec. 3: 80/20 split)"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, weights, shuffling and k-means"})
+    kmeans_init_iters: int = field(default=20, metadata={
+        "help": "Lloyd iterations of the k-means that initialises the codebooks on the first training batch "
+                "(App. D, following its [21]; the paper gives no count)"})
+    dead_code_reset: bool = field(default=False, metadata={
+        "help": "after each epoch, move codewords no training row used onto random residuals of the last batch "
+                "(not in the paper, which relies on the k-means init alone)"})
+    kmeans_full_batch_max_rows: int = field(default=65536, metadata={
+        "help": "kmeans method: full-batch KMeans up to this many training rows, MiniBatchKMeans above"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda when available), cpu, cuda"})
+    modalities: str = field(default="all", metadata={"help": "comma-separated modalities to tokenize, or 'all'"})
+    disambiguate: bool = field(default=True, metadata={
+        "help": "give tracks with identical codes an extra <ID-k> token, so every track ID is unique"})
+    encode_chunk_rows: int = field(default=65536, metadata={
+        "help": "rows per chunk when encoding the whole catalog into the token database (memory bound)"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
+        self.codebook_sizes = tuple(int(k) for k in (self.codebook_sizes or DEFAULT_CODEBOOK_SIZES[self.method]))
+        if self.method in ("vqvae", "kmeans") and len(self.codebook_sizes) != 1:
+            raise ValueError(f"{self.method} has one codebook level, got codebook_sizes={self.codebook_sizes}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+
+    def model_settings(self) -> dict:
+        """Everything that determines a trained quantizer (the checkpoint-reuse key)."""
+        return {f.name: getattr(self, f.name) for f in fields(TokenizerConfig) if f.name not in RUNTIME_FIELDS}
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        """This config as a plain TokenizerConfig (drops fields a subclass adds, such as run_dir)."""
+        return TokenizerConfig(**{f.name: getattr(self, f.name) for f in fields(TokenizerConfig)})
