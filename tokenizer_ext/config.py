@@ -15,8 +15,9 @@ METHODS = ("rqvae", "vqvae", "kmeans")
 DEFAULT_CODEBOOK_SIZES = {"rqvae": (32, 64, 128), "vqvae": (1024,), "kmeans": (1024,)}
 
 # Fields that only say where or how fast to run: they never change a trained quantizer, so a checkpoint trained
-# with other values of them is reused.
+# with other values of them is reused. K-means reads only KMEANS_FIELDS (its training has no epochs, lr, ...).
 RUNTIME_FIELDS = ("device", "modalities", "disambiguate", "encode_chunk_rows")
+KMEANS_FIELDS = ("method", "codebook_sizes", "test_fraction", "seed", "kmeans_full_batch_max_rows")
 
 
 @dataclass
@@ -66,8 +67,13 @@ class TokenizerConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
     def model_settings(self) -> dict:
-        """Everything that determines a trained quantizer (the checkpoint-reuse key)."""
-        return {f.name: getattr(self, f.name) for f in fields(TokenizerConfig) if f.name not in RUNTIME_FIELDS}
+        """Everything that determines a trained quantizer of this method (the checkpoint-reuse key)."""
+        names = [f.name for f in fields(TokenizerConfig) if f.name not in RUNTIME_FIELDS]
+        if self.method == "kmeans":
+            names = [n for n in names if n in KMEANS_FIELDS]
+        else:
+            names = [n for n in names if n != "kmeans_full_batch_max_rows"]
+        return {n: getattr(self, n) for n in names}
 
     def tokenizer_config(self) -> TokenizerConfig:
         """This config as a plain TokenizerConfig (drops fields a subclass adds, such as run_dir)."""

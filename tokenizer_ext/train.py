@@ -37,7 +37,8 @@ class TrainConfig(TokenizerConfig):
     """Train one quantizer per modality on a run's embeddings and build its token database."""
 
     run_dir: str = field(metadata={"help": "run directory with embeddings/ (from data_gen.vectorize)"})
-    out_dir: str | None = field(default=None, metadata={"help": "tokenizer directory (default RUN_DIR/tokenizers/METHOD)"})
+    out_dir: str | None = field(default=None, metadata={
+        "help": "tokenizer directory (default RUN_DIR/tokenizers/METHOD)"})
     overwrite: bool = field(default=False, metadata={"help": "retrain modalities whose checkpoint is up to date"})
 
 
@@ -91,7 +92,7 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_record['loss']:.4g}", dead=sum(epoch_record["dead_codes"]))
 
-        quantizer.fit(x_train, x_test, log=log)
+        quantizer.fit(x_train, x_test, log=log)  # val_recon = held-out test tracks, for monitoring only
     quantizer.save(ckpt_dir)
     record = {"modality": modality, "method": cfg.method, "settings": settings, "status": "trained",
               "train": int(len(train_rows)), "test": int(len(test_rows)), "dim": int(x_train.shape[1]),

