@@ -76,10 +76,16 @@ def test_sft_trains_resumes_and_reloads(workdir):
     assert bundle.config["modalities"] == ["ST", "RI"]
     tok, model = bundle.tokenizer, bundle.model
     assert model.config.vocab_size == model.get_input_embeddings().weight.shape[0] >= len(tok)
-    prompt = tok.apply_chat_template([{"role": "system", "content": bundle.config["system_prompt"]},
-                                      {"role": "user", "content": "play some 90s rock"}],
+    # the reloaded model is the trained one: its loss on the training chats is far below the first steps' loss
+    from tokenizer_ext.sft_data import build_sft_dataset
+
+    data, _ = build_sft_dataset(workdir / "dqt.jsonl", workdir / "tok", tok, bundle.config["system_prompt"])
+    with torch.no_grad():
+        batch_losses = [model(input_ids=torch.tensor([ex["input_ids"]]), labels=torch.tensor([ex["labels"]])).loss.item()
+                        for ex in data["train"]]
+    assert np.mean(batch_losses) < 0.6 * np.mean(losses[:3]), (batch_losses, losses[:3])
+    prompt = tok.apply_chat_template([{"role": "user", "content": "play some 90s rock"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
-        gen = model.generate(**prompt, max_new_tokens=12, do_sample=False)
-    text = tok.decode(gen[0, prompt["input_ids"].shape[1]:])
-    assert text.startswith("<begin_3MToken><ST1-"), text  # the memorised answer of a training query
+        gen = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] > prompt["input_ids"].shape[1] and int(gen.max()) < model.config.vocab_size
