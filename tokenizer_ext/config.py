@@ -44,6 +44,9 @@ class TokenizerConfig:
     kmeans_init_iters: int = field(default=20, metadata={
         "help": "Lloyd iterations of the k-means that initialises the codebooks on the first training batch "
                 "(App. D, following its [21]; the paper gives no count)"})
+    standardize: bool = field(default=False, metadata={
+        "help": "RQ-VAE/VQ-VAE: z-score each input feature with training statistics (decode maps back). Not in the "
+                "paper; without it the 384-d MiniLM text embeddings collapse onto one level-1 code"})
     dead_code_reset: bool = field(default=False, metadata={
         "help": "after each epoch, move codewords no training row used onto random residuals of the last batch "
                 "(not in the paper, which relies on the k-means init alone)"})

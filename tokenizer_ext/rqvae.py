@@ -206,17 +206,26 @@ class RQVAEQuantizer(ModalityQuantizer):
                  codebook_sizes: tuple[int, ...] | None = None, beta: float = 0.25, lr: float = 1e-4,
                  weight_decay: float = 0.01, batch_size: int = 512, epochs: int = 150, seed: int = 0,
                  kmeans_init_iters: int = 20, dead_code_reset: bool = False, device: str = "auto",
-                 encode_batch_rows: int = 65536):
+                 encode_batch_rows: int = 65536, standardize: bool = False):
         self.codebook_sizes = tuple(codebook_sizes or self.default_codebook_sizes)
         self.settings = {"d_z": d_z, "hidden_dims": list(hidden_dims), "codebook_sizes": list(self.codebook_sizes),
                          "beta": beta, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                          "epochs": epochs, "seed": seed, "kmeans_init_iters": kmeans_init_iters,
                          "dead_code_reset": dead_code_reset, "device": device,
-                         "encode_batch_rows": encode_batch_rows}
+                         "encode_batch_rows": encode_batch_rows, "standardize": standardize}
         self.epochs, self.batch_size, self.encode_batch_rows = epochs, batch_size, encode_batch_rows
         self.device = resolve_device(device)
         self.d_in: int | None = None
         self.model: RQVAE | None = None
+        # per-feature input statistics when standardize=True: the model sees (x - mean) / std, decode maps back
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mean is None else (x - self.mean) / self.std
+
+    def _from_model(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.mean is None else y * self.std + self.mean
 
     def _build(self, d_in: int) -> RQVAE:
         self.d_in = d_in
@@ -236,6 +245,13 @@ class RQVAEQuantizer(ModalityQuantizer):
             raise ValueError(f"RQ-VAE needs at least 2 training rows (BatchNorm), got {len(x)}")
         xv = None if x_val is None or len(x_val) == 0 else \
             torch.as_tensor(np.ascontiguousarray(x_val, dtype=np.float32), device=self.device)
+        if s["standardize"]:
+            # Sentence embeddings spread their variance thinly over hundreds of dims (per-feature variance ~1/d):
+            # the reconstruction gradient is then too weak against the codebook/commitment pull and the encoder
+            # collapses onto one codeword. Z-scoring each feature with the training statistics prevents that.
+            self.mean = x.mean(dim=0)
+            self.std = x.std(dim=0).clamp_min(1e-6)
+            x = self._to_model(x)
         model = self._build(x.shape[1])
         # fused on CUDA: one kernel for the whole update (this small model's training step is launch-bound)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"],
@@ -294,8 +310,9 @@ class RQVAEQuantizer(ModalityQuantizer):
         self.model.eval()
         total = 0.0
         for start in range(0, len(x), self.encode_batch_rows):
-            xb = x[start:start + self.encode_batch_rows]
-            total += float(F.mse_loss(self.model.decode(self.model.encode(xb)), xb, reduction="sum"))
+            xb = x[start:start + self.encode_batch_rows]  # raw embedding space
+            x_hat = self._from_model(self.model.decode(self.model.encode(self._to_model(xb))))
+            total += float(F.mse_loss(x_hat, xb, reduction="sum"))
         return total / (len(x) * x.shape[1])
 
     def _check_fitted(self) -> RQVAE:
@@ -307,16 +324,16 @@ class RQVAEQuantizer(ModalityQuantizer):
     @torch.no_grad()
     def encode(self, x: np.ndarray) -> np.ndarray:
         model = self._check_fitted()
-        out = [model.encode(torch.as_tensor(np.ascontiguousarray(x[i:i + self.encode_batch_rows], np.float32),
-                                            device=self.device)).cpu()
+        out = [model.encode(self._to_model(torch.as_tensor(
+                   np.ascontiguousarray(x[i:i + self.encode_batch_rows], np.float32), device=self.device))).cpu()
                for i in range(0, len(x), self.encode_batch_rows)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.codebook_sizes)), np.int64)
 
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
         model = self._check_fitted()
-        out = [model.decode(torch.as_tensor(np.asarray(codes[i:i + self.encode_batch_rows]), dtype=torch.long,
-                                            device=self.device)).cpu()
+        out = [self._from_model(model.decode(torch.as_tensor(np.asarray(codes[i:i + self.encode_batch_rows]),
+                                                             dtype=torch.long, device=self.device))).cpu()
                for i in range(0, len(codes), self.encode_batch_rows)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.d_in), np.float32)
 
@@ -325,6 +342,8 @@ class RQVAEQuantizer(ModalityQuantizer):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path / "model.pt")
+        if self.mean is not None:
+            torch.save({"mean": self.mean.cpu(), "std": self.std.cpu()}, path / "input_stats.pt")
         (path / "config.json").write_text(json.dumps({"method": self.method, "d_in": self.d_in, **self.settings},
                                                      indent=2) + "\n")
 
@@ -340,6 +359,9 @@ class RQVAEQuantizer(ModalityQuantizer):
         quantizer = cls(**config)
         model = quantizer._build(d_in)
         model.load_state_dict(torch.load(path / "model.pt", map_location=quantizer.device, weights_only=True))
+        if (path / "input_stats.pt").exists():
+            stats = torch.load(path / "input_stats.pt", map_location=quantizer.device, weights_only=True)
+            quantizer.mean, quantizer.std = stats["mean"], stats["std"]
         model.eval()
         return quantizer
 

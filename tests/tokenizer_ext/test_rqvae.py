@@ -229,3 +229,21 @@ def test_vqvae_is_one_level_of_1024():
     assert codes.shape == (300, 1) and codes.min() >= 0 and codes.max() < 1024
     with pytest.raises(ValueError, match="one codebook"):
         VQVAEQuantizer(codebook_sizes=(4, 8))
+
+
+def test_standardize_keeps_reconstruction_in_the_embedding_space_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 12)) * np.linspace(0.01, 3.0, 12)  # features on very different scales
+    x = (centers[rng.integers(0, 4, 400)] + rng.normal(scale=0.01, size=(400, 12))).astype(np.float32)
+    q = RQVAEQuantizer(d_z=4, hidden_dims=(16, 8), codebook_sizes=(4, 4), epochs=3, batch_size=64,
+                       device="cpu", standardize=True)
+    q.fit(x)
+    np.testing.assert_allclose(q.mean.numpy(), x.mean(0), rtol=1e-4, atol=1e-5)
+    x_hat = q.decode(q.encode(x))
+    assert x_hat.shape == x.shape
+    # decode maps back: the reconstruction error is measured against the raw rows, with the raw scale
+    assert float(((x_hat - x) ** 2).mean()) == pytest.approx(q.reconstruction_mse(torch.as_tensor(x)), rel=1e-4)
+    q.save(tmp_path / "q")
+    back = RQVAEQuantizer.load(tmp_path / "q")
+    np.testing.assert_array_equal(back.encode(x), q.encode(x))
+    np.testing.assert_allclose(back.decode(q.encode(x)), x_hat, rtol=1e-5, atol=1e-6)
