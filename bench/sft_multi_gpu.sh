@@ -4,7 +4,7 @@
 set -euo pipefail
 TOK=$1; DQT=$2; OUT=$3
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
-for stage in zero2 zero3; do
+for stage in ${STAGES:-zero2 zero3}; do
   python3 -m accelerate.commands.launch --config_file accelerate_configs/$stage.yaml --num_processes "$NGPU" recipes/sft_3mtoken.py \
     --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
     --token_db_dir "$TOK" --dqt_path "$DQT" --output_dir "$OUT/$stage" --model_cache_dir "$OUT/cache"

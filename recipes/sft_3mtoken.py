@@ -83,6 +83,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
     dataset, counts = build_sft_dataset(script_args.dqt_path, script_args.token_db_dir, tokenizer,
                                         script_args.system_prompt, max_length=training_args.max_length)
+    counts["mean_train_tokens"] = sum(map(len, dataset["train"]["input_ids"])) / max(len(dataset["train"]), 1)
     logger.info("SFT examples: %s", counts)
     train = dataset["train"]
     if script_args.max_train_samples:

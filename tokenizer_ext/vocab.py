@@ -55,11 +55,16 @@ def _init_new_rows(weight: torch.Tensor, old_rows: int, noise_std: float, genera
         weight[old_rows:] = new.to(weight.dtype)
 
 
+def _rows(param: torch.nn.Parameter) -> int:
+    """Rows of an embedding matrix, also when ZeRO-3 has partitioned it (its local tensor is then empty)."""
+    return int(getattr(param, "ds_shape", param.shape)[0])
+
+
 def extend_model_vocabulary(model, tokenizer, tokens: Sequence[str], pad_to_multiple_of: int | None = 64,
                             init_noise_std: float = 0.0, seed: int = 0) -> dict:
     """Add `tokens` to the tokenizer, resize and initialise the model's embeddings; returns a summary dict."""
     old_len = len(tokenizer)
-    old_rows = model.get_input_embeddings().weight.shape[0]
+    old_rows = _rows(model.get_input_embeddings().weight)
     added = add_music_tokens(tokenizer, tokens)
     target = len(tokenizer)
     if pad_to_multiple_of:
@@ -80,8 +85,8 @@ def extend_model_vocabulary(model, tokenizer, tokens: Sequence[str], pad_to_mult
     if tied:
         model.tie_weights()
         head = model.get_output_embeddings()
-        if head is not None and head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        if head is not None and head.weight is not model.get_input_embeddings().weight:
             raise RuntimeError("input and output embeddings are no longer tied after resizing")
-    model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    model.config.vocab_size = _rows(model.get_input_embeddings().weight)
     return {"tokens_before": old_len, "tokens_added": added, "tokens_after": len(tokenizer),
             "embedding_rows_before": old_rows, "embedding_rows_after": model.config.vocab_size, "tied": tied}
