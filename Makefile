@@ -36,7 +36,17 @@ slow_test: venv
 demo: venv
 	$(BIN)/python -m data_gen.ingest --source demo --run_dir $(RUN)
 	$(BIN)/python -m data_gen.vectorize --run_dir $(RUN)
-	@echo "demo run directory: $(RUN) (catalog.parquet, playlists.jsonl, embeddings/)"
+	$(BIN)/python -m tokenizer_ext.train --config recipes/tokenizers/rqvae_demo.yaml --run_dir $(RUN) --out_dir $(RUN)/tokenizers/rqvae
+	$(BIN)/python -m data_gen.dqt --run_dir $(RUN) --mode template --num_queries 2
+	$(BIN)/python -m accelerate.commands.launch --config_file accelerate_configs/cpu.yaml recipes/sft_3mtoken.py \
+		--config recipes/SmolLM2-135M-Instruct/sft/config_demo.yaml --token_db_dir $(RUN)/tokenizers/rqvae \
+		--dqt_path $(RUN)/dqt/dqt.jsonl --output_dir $(RUN)/sft/SmolLM2-135M-Instruct-3MTokenRec
+	@echo "demo run directory: $(RUN)"
+	@echo "  catalog.parquet, playlists.jsonl    ingested demo catalog"
+	@echo "  embeddings/                         nine modality embeddings + presence mask"
+	@echo "  tokenizers/rqvae/                   RQ-VAE tokenizer, token_db.parquet, vocabulary.txt"
+	@echo "  dqt/dqt.jsonl                       D_qt queries (templates; LLM: python -m data_gen.dqt --mode llm)"
+	@echo "  sft/SmolLM2-135M-Instruct-3MTokenRec/  fine-tuned model + music3m/ inference bundle"
 
 spotify: venv
 	$(BIN)/python -m data_gen.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify

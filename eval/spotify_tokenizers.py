@@ -41,6 +41,43 @@ class SpotifyTokenizerBenchmark:
     device: str = field(default="auto", metadata={"help": "device for encoders and RQ-VAE training"})
 
 
+def comparison_markdown(results: dict) -> str:
+    """The headline tables: one row per tokenizer (reconstruction, ID quality, CBR), plus the dense reference."""
+    out = ["## Comparison\n", "Reconstruction on test tracks, MSE / cosine (3MToken Table 2):\n"]
+    first = next(iter(results.values()))
+    mods = [r["modality"] for r in first["reconstruction"]["rows"]]
+    out += ["| tokenizer | " + " | ".join(mods) + " |", "|---" * (len(mods) + 1) + "|"]
+    for method, r in results.items():
+        rows = {x["modality"]: x for x in r["reconstruction"]["rows"]}
+        out.append(f"| {method} | " + " | ".join(f"{rows[m]['mse']:.4f} / {rows[m]['cosine']:.3f}" for m in mods) + " |")
+    out += ["", "ID quality (FusID metrics): mean codebook under-utilisation over all (modality, level) codebooks, "
+            "distinct full IDs and conflict rate before / after the `<ID-k>` disambiguation token:\n",
+            "| tokenizer | mean CUR train | mean CUR test | distinct IDs (of tracks) | conflict rate | after disambiguation |",
+            "|---|---|---|---|---|---|"]
+    for method, r in results.items():
+        q = r["id_quality"]
+        levels = q["levels"]
+        ids = {(x["subset"], x["disambiguation"]): x for x in q["ids"]}
+        before, after = ids[("all", False)], ids[("all", True)]
+        out.append(f"| {method} | {sum(x['cur_train'] for x in levels) / len(levels):.3f} | "
+                   f"{sum(x['cur_test'] for x in levels) / len(levels):.3f} | {before['cardinality']:,} of "
+                   f"{before['tracks']:,} | {before['conflict_rate']:.4f} | {after['conflict_rate']:.4f} |")
+    ks = first["cbr"]["k"]
+    head = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + [f"Hit@{k}" for k in ks]
+    out += ["", "Content-based retrieval on the evaluation playlists (3MToken Table 1), multimodal tokens, equal "
+            "weights, same seeds for every row:\n", "| tokenizer | " + " | ".join(head) + " |",
+            "|---" * (len(head) + 1) + "|"]
+    for method, r in results.items():
+        for row in r["cbr"]["rows"]:
+            if row["name"] in ("multimodal", "dense"):
+                label = method if row["name"] == "multimodal" else "dense embeddings (reference)"
+                mt = row["metrics"]
+                cells = [mt[f"precision@{k}"] for k in ks] + [mt[f"recall@{k}"] for k in ks] + \
+                        [mt[f"hit@{k}"] for k in ks]
+                out.append(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _section(title: str, body: str) -> str:
     return f"\n## {title}\n\n{body.strip()}\n"
 
@@ -93,6 +130,7 @@ def run(cfg: SpotifyTokenizerBenchmark) -> Path:
         report.append(_section(f"{method}: ID quality", id_quality.report_markdown(idq)))
         report.append(_section(f"{method}: content-based retrieval (eval playlists)", cbr.report_markdown(ret)))
         report.append(_section(f"{method}: genre purity of level-1 codes", plots.report_markdown(pl)))
+    report.insert(1, comparison_markdown(results))
     report.append(f"\nTotal wall time: {time.time() - t0:.0f} s.\n")
     out = run_dir / "results.md"
     out.write_text("\n".join(report))
