@@ -14,6 +14,7 @@ training. The run is resumable and cached (data_gen/llm_client.py); failures go 
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ FACT_COLUMNS = ["track_id", "title", "artist", "album", "artist_roles", "tags", 
 QUERY_SCHEMA = {"type": "object", "properties": {"query": {"type": "string", "minLength": 3}},
                 "required": ["query"], "additionalProperties": False}
 MAX_QUERY_WORDS = 40
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z ()]{0,40}:\s")
 
 
 @dataclass(kw_only=True)
@@ -52,10 +54,14 @@ class DqtConfig(ClientConfig):
     out_dir: str | None = field(default=None, metadata={"help": "output folder (default RUN_DIR/dqt)"})
     num_queries: int = field(default=3, metadata={"help": "requests per track (one intent per query slot)"})
     max_tracks: int | None = field(default=None, metadata={"help": "only the first N tracks in catalog order"})
-    mode: str = field(default="llm", metadata={"help": "who writes the requests", "choices": ["llm", "template", "mix"]})
+    mode: str = field(default="llm", metadata={
+        "help": "who writes the requests: the LLM, data_gen/query_templates.py, or a mix of both",
+        "choices": ["llm", "template", "mix"]})
     template_share: float = field(default=0.5, metadata={"help": "mix: share of query slots written by templates"})
-    prompt: str = field(default="query_generation_v1", metadata={"help": "prompt name in data_gen/prompts or a .md path"})
-    max_text_chars: int = field(default=400, metadata={"help": "clip song facts / bios / roles to this many characters"})
+    prompt: str = field(default="query_generation_v1", metadata={
+        "help": "prompt name in data_gen/prompts, or a .md path"})
+    max_text_chars: int = field(default=400, metadata={
+        "help": "clip song facts, biographies and roles to this many characters (context budget)"})
     test_fraction: float = field(default=0.2, metadata={
         "help": "share of test tracks (tokenizer_ext.split; must match the tokenizer's 80/20 split)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the track split (must match the tokenizer's)"})
@@ -76,6 +82,12 @@ def validate_query(text: str) -> dict:
         raise InvalidOutput("empty_query")
     if len(query.split()) > MAX_QUERY_WORDS:
         raise InvalidOutput("too_long", f"{len(query.split())} words")
+    if len(re.findall(r"[^\W\d_]{2,}", query)) < 2:  # "...", "2018", "MUSIC": not a request
+        raise InvalidOutput("too_short", query[:80])
+    if _LABEL.match(query):  # "genre: folk", "Mood: calm": a line of the prompt, not a request
+        raise InvalidOutput("copied_label", query[:80])
+    if re.search(r"\[[^\]]*\]", query):  # "songs by [artist]": an unfilled slot
+        raise InvalidOutput("placeholder", query[:80])
     return {"query": query}
 
 
@@ -102,8 +114,8 @@ def plan(cfg: DqtConfig) -> Iterator[Slot]:
                 return
             facts = track_facts(row, cfg.max_text_chars)
             for slot in range(cfg.num_queries):
-                use_template = cfg.mode == "template" or (
-                    cfg.mode == "mix" and stable_hash("mix", cfg.seed, facts.track_id, slot) / 2**64 < cfg.template_share)
+                mixed = stable_hash("mix", cfg.seed, facts.track_id, slot) / 2**64 < cfg.template_share
+                use_template = cfg.mode == "template" or (cfg.mode == "mix" and mixed)
                 yield Slot(seen * cfg.num_queries + slot, f"{facts.track_id}#{slot}", facts, slot,
                            intent_for(facts, slot, cfg.seed), "template" if use_template else "llm",
                            "test" if test else "train")
@@ -119,6 +131,20 @@ def templates_version() -> str:
     return "query_templates@" + hashlib.sha256(Path(query_templates.__file__).read_bytes()).hexdigest()[:8]
 
 
+def dataset_rows(cfg: DqtConfig, prompt: Prompt, items: list[dict]) -> list[dict]:
+    """The D_qt rows in plan order: template slots written now, LLM slots from items.jsonl (failed ones absent)."""
+    by_key = {r["key"]: r for r in items}
+    rows, tmpl_version = [], templates_version()
+    for s in plan(cfg):
+        if s.source == "template":
+            rows.append({"track_id": s.facts.track_id, "query": template_query(s.facts, s.intent, s.slot, cfg.seed),
+                         "intent": s.intent, "source": "template", "model": "template",
+                         "prompt_version": tmpl_version, "seed": cfg.seed, "split": s.split})
+        elif s.key in by_key:
+            rows.append({**by_key[s.key], "source": "llm", "model": cfg.model, "prompt_version": prompt.version})
+    return rows
+
+
 def run(cfg: DqtConfig) -> dict:
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "dqt")
     catalog = Path(cfg.catalog or Path(cfg.run_dir) / "catalog.parquet")
@@ -132,27 +158,19 @@ def run(cfg: DqtConfig) -> dict:
                 {"track_id": s.facts.track_id, "intent": s.intent, "split": s.split})
             for s in plan(cfg) if s.source == "llm")
     tracks = pq.ParquetFile(catalog).metadata.num_rows
-    total = min(tracks, tracks if cfg.max_tracks is None else cfg.max_tracks) * cfg.num_queries if cfg.mode == "llm" else None
+    tracks = tracks if cfg.max_tracks is None else min(tracks, cfg.max_tracks)
+    total = tracks * cfg.num_queries if cfg.mode == "llm" else None
     report = generate(jobs, validate_query, cfg, out_dir, response_format(cfg, QUERY_SCHEMA), total=total)
 
     items, failures = read_results(out_dir)
-    by_key = {r["key"]: r for r in items}
-    rows, tmpl_version = [], templates_version()
-    for s in plan(cfg):
-        if s.source == "template":
-            rows.append({"track_id": s.facts.track_id, "query": template_query(s.facts, s.intent, s.slot, cfg.seed),
-                         "intent": s.intent, "source": "template", "model": "template", "prompt_version": tmpl_version,
-                         "seed": cfg.seed, "split": s.split})
-        elif s.key in by_key:
-            rows.append({**by_key[s.key], "source": "llm", "model": cfg.model, "prompt_version": prompt.version})
+    rows = dataset_rows(cfg, prompt, items)
     write_dataset(rows, out_dir / "dqt.jsonl", DQT_COLUMNS)
     counts = {"rows": len(rows), "llm_failures": len(failures), "tracks": len({r["track_id"] for r in rows}),
-              "by_source": dict(Counter(r["source"] for r in rows)), "by_intent": dict(Counter(r["intent"] for r in rows)),
-              "by_split": dict(Counter(r["split"] for r in rows))}
+              **{f"by_{c}": dict(Counter(r[c] for r in rows)) for c in ("source", "intent", "split")}}
     write_manifest(out_dir / "dqt_manifest.json", "dqt", cfg, inputs={"catalog": catalog}, counts=counts,
-                   extra={"prompt_version": prompt.version, "templates_version": tmpl_version,
-                          "split": {"source": "tokenizer_ext.split.split_tracks", "test_fraction": cfg.test_fraction,
-                                    "seed": cfg.split_seed},
+                   extra={"prompt_version": prompt.version, "templates_version": templates_version(),
+                          "split": {"source": "tokenizer_ext.split.split_tracks",
+                                    "test_fraction": cfg.test_fraction, "seed": cfg.split_seed},
                           "generation": report, "outputs": {"dataset": str(out_dir / "dqt.jsonl"),
                                                             "failures": str(out_dir / "failures.jsonl")}})
     return {"counts": counts, "report": report, "out_dir": str(out_dir)}
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as err:
+    except RuntimeError as err:  # EndpointDown, or an output folder of another run
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(format_report(result["report"]))

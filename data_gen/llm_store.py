@@ -3,6 +3,7 @@
     ResponseCache(path)        sha256 request key -> stored response; a re-run with the same requests sends none
     ResultLog(out_dir)         items.jsonl (valid results) + failures.jsonl, one line per item, flushed per line
     check_run_state(...)       refuse to resume an output folder that was made from other inputs or settings
+    write_dataset(rows, path)  the final dataset as JSONL + parquet
 
 A crash or SIGKILL can leave a half-written last line; it is cut off when the log is opened, so the item is
 simply generated again (from the cache when its response had arrived).
@@ -15,6 +16,9 @@ import json
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ITEMS_FILE, FAILURES_FILE, STATE_FILE = "items.jsonl", "failures.jsonl", "run_state.json"
 
@@ -78,14 +82,24 @@ def read_jsonl(path: str | Path, repair: bool = False) -> list[dict]:
 
 
 class ResultLog:
-    """Append-only items.jsonl / failures.jsonl of one run; `done` holds the keys already in either file."""
+    """Append-only items.jsonl / failures.jsonl of one run; `done` holds the keys already in either file.
 
-    def __init__(self, out_dir: str | Path):
+    With `retry_failed`, failures that were not about the output (reason not "invalid_*": timeouts, HTTP errors)
+    are dropped from failures.jsonl first, so that their items are attempted again.
+    """
+
+    def __init__(self, out_dir: str | Path, retry_failed: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.items_path, self.failures_path = self.out_dir / ITEMS_FILE, self.out_dir / FAILURES_FILE
         self.done = {r["key"] for r in read_jsonl(self.items_path, repair=True)}
-        self.done |= {r["key"] for r in read_jsonl(self.failures_path, repair=True)}
+        failures = read_jsonl(self.failures_path, repair=True)
+        if retry_failed:
+            failures = [f for f in failures if f["reason"].startswith("invalid_")]
+            tmp = self.failures_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures))
+            tmp.replace(self.failures_path)
+        self.done |= {r["key"] for r in failures}
         self._items = open(self.items_path, "a", encoding="utf-8")
         self._failures = open(self.failures_path, "a", encoding="utf-8")
 
@@ -138,9 +152,6 @@ def check_run_state(out_dir: str | Path, state: dict[str, Any], overwrite: bool 
 
 def write_dataset(rows: list[dict], jsonl_path: str | Path, columns: tuple[str, ...]) -> None:
     """Rows -> `<name>.jsonl` (datasets.load_dataset("json", ...) reads it) and `<name>.parquet`, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     jsonl_path = Path(jsonl_path)
     jsonl_path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{c: r.get(c) for c in columns} for r in rows]

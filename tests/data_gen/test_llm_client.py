@@ -13,7 +13,7 @@ import pytest
 
 from data_gen.dqt import DqtConfig, plan, run as dqt_run
 from data_gen.dr import DrConfig, run as dr_run, validate_scores
-from data_gen.llm_client import ClientConfig, Engine, Job
+from data_gen.llm_client import ClientConfig, EndpointDown, Engine, Job
 from data_gen.catalog import catalog_track_ids
 from data_gen.llm_store import read_jsonl
 from data_gen.registry import MODALITY_NAMES
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _engine(base_url, out_dir, **overrides):
-    cfg = ClientConfig(base_url=base_url, model="fault", concurrency=4, max_retries=3, max_attempts=3,
-                       **{**FAST, **overrides})
+    settings = {"concurrency": 4, "max_retries": 3, "max_attempts": 3, **FAST, **overrides}
+    cfg = ClientConfig(base_url=base_url, model="fault", **settings)
     engine = Engine(cfg, out_dir, validate_scores)
     delays = []
 
@@ -171,3 +171,20 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path):
     failed = [r["key"] for r in read_jsonl(run_a / "dqt" / "failures.jsonl")]
     assert len(keys) == len(set(keys)) and not set(keys) & set(failed)
     assert sorted(keys + failed) == sorted(f"{t}#0" for t in catalog_track_ids(run_a / "catalog.parquet"))
+
+
+def test_endpoint_down_stops_the_run_and_retry_failed_resumes(tmp_path):
+    texts = [f"item {i}" for i in range(12)]
+    with FaultServer(fault_of=lambda text: "500") as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "out", concurrency=1, max_retries=1, abort_after=3)
+        with pytest.raises(EndpointDown):
+            _run(engine, texts)
+    items, failures = _outcome(tmp_path / "out")
+    assert not items and len(failures) == 3 and {f["reason"] for f in failures.values()} == {"http_500"}
+    with FaultServer() as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "out")
+        assert _run(engine, texts)["items_ok"] == 9  # a plain re-run skips the recorded failures
+        engine, _ = _engine(fs.base_url, tmp_path / "out", retry_failed=True)
+        assert _run(engine, texts)["items_ok"] == 3
+    items, failures = _outcome(tmp_path / "out")
+    assert len(items) == 12 and not failures

@@ -76,7 +76,7 @@ def test_cli_start_status_stop(tmp_path):
 def test_start_failure_reports_the_log(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf file")
-    server = LocalLLMServer(port=0, model_path=str(bad), pidfile=str(tmp_path / "s" / "server.pid"), startup_timeout=120)
+    server = LocalLLMServer(port=0, model_path=str(bad), pidfile=str(tmp_path / "s" / "server.pid"))
     with pytest.raises(RuntimeError, match="exited with code"):
         server.start()
     assert server.proc.poll() is not None and not (tmp_path / "s" / "server.pid").exists()

@@ -56,6 +56,13 @@ def test_query_validation():
     assert _reason(validate_query, '{"query": 5}') == "not_string"
     assert _reason(validate_query, "play some 90s rock") == "prose"
     assert _reason(validate_query, json.dumps({"query": "word " * 60})) == "too_long"
+    assert _reason(validate_query, '{"query": "Mood: warm and mellow"}') == "copied_label"
+    assert _reason(validate_query, '{"query": "combination"}') == "too_short"
+    for short in ("...", "2018", "MUSIC", "a b"):
+        assert _reason(validate_query, json.dumps({"query": short})) == "too_short"
+    assert _reason(validate_query, '{"query": "songs by [artist]"}') == "placeholder"
+    assert validate_query('{"query": "Björk songs"}')["query"] == "Björk songs"
+    assert validate_query('{"query": "90s rock: something loud"}')["query"] == "90s rock: something loud"
     assert parse_json_object('{"a": {"b": 1}}') == {"a": {"b": 1}}
 
 
