@@ -59,11 +59,31 @@ class EmbeddingStore:
         name = get_modality(modality).name
         if name not in self.modalities():
             raise KeyError(f"{self.dir}: modality {name} has no embeddings ({self.info(name).get('status')})")
-        return np.load(self.dir / f"{name}.npy", mmap_mode="r" if mmap else None)
+        path = self.dir / f"{name}.npy"
+        matrix = np.load(path, mmap_mode="r" if mmap else None)
+        if matrix.ndim != 2 or matrix.shape[0] != self.num_tracks:
+            raise ValueError(f"{path}: shape {matrix.shape} does not match the {self.num_tracks:,} tracks of "
+                             f"{self.dir / 'tracks.parquet'} (track order mismatch: re-run data_gen.vectorize)")
+        return matrix
 
     def presence(self, modality: str | None = None) -> np.ndarray:
-        mask = np.load(self.dir / "presence.npy", mmap_mode="r")
+        path = self.dir / "presence.npy"
+        mask = np.load(path, mmap_mode="r")
+        if mask.shape != (self.num_tracks, len(MODALITY_NAMES)):
+            raise ValueError(f"{path}: shape {mask.shape}, expected ({self.num_tracks:,}, {len(MODALITY_NAMES)}) "
+                             f"(track order mismatch: re-run data_gen.vectorize)")
         return mask if modality is None else np.asarray(mask[:, modality_index(modality)])
+
+    def check_finite(self, modality: str, rows: np.ndarray, chunk: int = 65536) -> None:
+        """Raise a ValueError naming the file, row and track of the first present row with NaN or infinity."""
+        matrix = self.load(modality)
+        for start in range(0, len(rows), chunk):
+            idx = rows[start:start + chunk]
+            bad = ~np.isfinite(np.asarray(matrix[idx])).all(axis=1)
+            if bad.any():
+                row = int(idx[np.argmax(bad)])
+                raise ValueError(f"{self.dir / (get_modality(modality).name + '.npy')}: row {row} (track "
+                                 f"{self.track_ids[row]!r}) has NaN or infinite values")
 
     def manifest(self) -> dict:
         return json.loads((self.dir / "manifest.json").read_text())

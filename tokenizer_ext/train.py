@@ -74,6 +74,7 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     if len(train_rows) < 2:
         return None, {"modality": modality, "status": "skipped", "train": int(len(train_rows)),
                       "test": int(len(test_rows)), "reason": "fewer than 2 present training tracks"}
+    store.check_finite(modality, np.flatnonzero(present))
     matrix = store.load(modality)  # memory-mapped; only this modality's present rows are read
     x_train, x_test = np.asarray(matrix[train_rows]), np.asarray(matrix[test_rows])
 
@@ -109,6 +110,9 @@ def run(cfg: TrainConfig) -> dict:
     available = store.modalities()
     requested = parse_modalities(cfg.modalities)
     skipped = {m: f"no embeddings in this run ({store.info(m).get('status')})" for m in requested if m not in available}
+    if skipped and cfg.modalities not in (None, "", "all"):  # asked for by name: say so instead of skipping
+        raise ValueError(f"{store.dir}: requested modalities without embeddings: "
+                         + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     for m, reason in skipped.items():
         print(f"[{m}] skipped: {reason}", file=sys.stderr)
 
@@ -120,6 +124,8 @@ def run(cfg: TrainConfig) -> dict:
     for m in (m for m in requested if m in available):
         quantizer, records[m] = train_modality(m, cfg, store, is_test, out_dir)
         if quantizer is None:
+            if cfg.modalities not in (None, "", "all"):
+                raise ValueError(f"{store.dir}: requested modality {m} cannot be trained: {records[m]['reason']}")
             skipped[m] = records.pop(m)["reason"]
             print(f"[{m}] skipped: {skipped[m]}", file=sys.stderr)
         else:

@@ -61,7 +61,7 @@ def test_recipes_are_the_paper_configuration(method, sizes):
 @pytest.mark.parametrize("method", ["rqvae", "vqvae", "kmeans"])
 def test_train_end_to_end(run_dir, tmp_path, method, capsys):
     out_dir = tmp_path / method
-    argv = ["--run_dir", str(run_dir), "--method", method, "--epochs", "2", "--modalities", "SC,MC,RI,TC",
+    argv = ["--run_dir", str(run_dir), "--method", method, "--epochs", "2", "--modalities", "all",
             "--out_dir", str(out_dir), "--device", "cpu"]
     main(argv)
     table = capsys.readouterr().out
