@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from data_gen.config import parse_config
+from data_gen.records import read_records
 from data_gen.registry import MODALITY_NAMES
 from data_gen.vectorizers.text import resolve_encoder_path
 
@@ -28,14 +29,7 @@ MAX_SCORE = 10.0
 
 def read_dr(path: str | Path) -> list[dict]:
     """D_r JSONL/parquet -> rows with `query`, `split` and the nine integer scores (bad rows raise, naming the row)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_records(path)
     for i, row in enumerate(rows, start=1):
         if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise ValueError(f"{path}: row {i}: field 'query' missing or empty")

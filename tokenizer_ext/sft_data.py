@@ -9,10 +9,10 @@ generate. Train/eval follow the track split recorded in D_qt (`split` column), w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from data_gen.records import read_records
 from tokenizer_ext.token_db import TokenDB
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -29,14 +29,7 @@ def track_answer(db: TokenDB, row: int) -> str:
 
 def read_dqt(path: str | Path) -> list[dict]:
     """Read D_qt (JSONL or parquet) -> list of rows with at least track_id, query and split."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_records(path)
     for i, row in enumerate(rows, start=1):
         for key in ("track_id", "query"):
             if not isinstance(row.get(key), str) or not row[key].strip():
