@@ -27,7 +27,7 @@ from data_gen import query_templates
 from data_gen.catalog import read_catalog
 from data_gen.config import parse_config
 from data_gen.llm_client import ClientConfig, InvalidOutput, Job, format_report, generate, parse_json_object, \
-    response_format
+    response_format, run_history
 from data_gen.llm_store import check_run_state, read_results, write_dataset
 from data_gen.manifest import file_sha256, write_manifest
 from data_gen.prompts import Prompt, load_prompt
@@ -171,8 +171,9 @@ def run(cfg: DqtConfig) -> dict:
                    extra={"prompt_version": prompt.version, "templates_version": templates_version(),
                           "split": {"source": "tokenizer_ext.split.split_tracks",
                                     "test_fraction": cfg.test_fraction, "seed": cfg.split_seed},
-                          "generation": report, "outputs": {"dataset": str(out_dir / "dqt.jsonl"),
-                                                            "failures": str(out_dir / "failures.jsonl")}})
+                          "generation": report, "generation_history": run_history(out_dir),
+                          "outputs": {"dataset": str(out_dir / "dqt.jsonl"),
+                                      "failures": str(out_dir / "failures.jsonl")}})
     return {"counts": counts, "report": report, "out_dir": str(out_dir)}
 
 

@@ -11,7 +11,6 @@ query_source, model, prompt_version, seed. The relevance model (3MTokenRec Sec. 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from data_gen.config import parse_config
 from data_gen.llm_client import ClientConfig, InvalidOutput, Job, format_report, generate, parse_json_object, \
-    response_format
+    response_format, run_history
 from data_gen.llm_store import check_run_state, read_jsonl, read_results, write_dataset
 from data_gen.manifest import file_sha256, write_manifest
 from data_gen.prompts import Prompt, load_prompt
@@ -110,7 +109,8 @@ def run(cfg: DrConfig) -> dict:
               "distinct_score_vectors": len({tuple(r[m] for m in MODALITY_NAMES) for r in rows})}
     write_manifest(out_dir / "dr_manifest.json", "dr", cfg, inputs={"dqt": dqt_path}, counts=counts,
                    extra={"prompt_version": prompt.version, "generation": report,
-                          "response_format": json.loads(json.dumps(response_format(cfg, SCORES_SCHEMA))),
+                          "generation_history": run_history(out_dir),
+                          "response_format": response_format(cfg, SCORES_SCHEMA),
                           "outputs": {"dataset": str(out_dir / "dr.jsonl"),
                                       "failures": str(out_dir / "failures.jsonl")}})
     return {"counts": counts, "report": report, "out_dir": str(out_dir)}

@@ -31,7 +31,7 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from data_gen.llm_store import ResponseCache, ResultLog, cache_key
+from data_gen.llm_store import ResponseCache, ResultLog, cache_key, read_jsonl
 from data_gen.track_facts import stable_hash
 
 
@@ -329,11 +329,21 @@ class Engine:
 
 def generate(jobs: Iterable[Job], validate: Callable[[str], dict], cfg: ClientConfig, out_dir: str | Path,
              response_format: dict | None = None, total: int | None = None) -> dict:
-    """Run all jobs (skipping those already in out_dir's logs) -> report dict, also saved as out_dir/report.json."""
+    """Run all jobs (skipping those already in out_dir's logs) -> this run's report dict.
+
+    Each run's report is appended to out_dir/reports.jsonl, so that a resumed dataset keeps the numbers of the
+    runs that made it (read them back with `run_history`).
+    """
     engine = Engine(cfg, out_dir, validate, response_format)
     report = asyncio.run(engine.run(jobs, total))
-    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    with open(Path(out_dir) / "reports.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(report, sort_keys=True) + "\n")
     return report
+
+
+def run_history(out_dir: str | Path) -> list[dict]:
+    """The reports of every run into out_dir, oldest first."""
+    return read_jsonl(Path(out_dir) / "reports.jsonl")
 
 
 def format_report(report: dict) -> str:

@@ -29,8 +29,9 @@ def test_dqt_and_dr_through_a_real_server_then_all_from_cache(tmp_path):
     with LocalLLMServer(port=0, pidfile=str(pidfile)) as server:
         pid = server.pid
         assert read_pid(pidfile) == pid and is_alive(pid)
-        common = {**FAST, "base_url": server.base_url, "concurrency": 2, "timeout": 120.0}
-        dqt = dqt_run(DqtConfig(run_dir=str(run_dir), num_queries=1, **common))
+        common = {**FAST, "base_url": server.base_url, "concurrency": 2, "timeout": 120.0, "max_attempts": 2}
+        short = {"num_queries": 1, "max_text_chars": 120}  # short prompts keep the test quick on a small CPU
+        dqt = dqt_run(DqtConfig(run_dir=str(run_dir), **short, **common))
         rows, failed = _outputs(run_dir / "dqt", "dqt.jsonl")
         assert sorted([r["track_id"] for r in rows] + [f["track_id"] for f in failed]) == \
             sorted(f"demo-{i:06d}" for i in range(5))
@@ -44,12 +45,14 @@ def test_dqt_and_dr_through_a_real_server_then_all_from_cache(tmp_path):
         assert dqt["report"]["requests_sent"] > 0 and dr["report"]["requests_sent"] > 0
 
         first = [(run_dir / d / f).read_bytes() for d, f in (("dqt", "dqt.jsonl"), ("dr", "dr.jsonl"))]
-        again = [dqt_run(DqtConfig(run_dir=str(run_dir), num_queries=1, overwrite=True, **common)),
+        again = [dqt_run(DqtConfig(run_dir=str(run_dir), overwrite=True, **short, **common)),
                  dr_run(DrConfig(run_dir=str(run_dir), overwrite=True, **common))]
         assert [r["report"]["requests_sent"] for r in again] == [0, 0]
         assert [r["report"]["cache_hits"] for r in again] == [dqt["report"]["requests_sent"],
                                                                dr["report"]["requests_sent"]]
         assert [(run_dir / d / f).read_bytes() for d, f in (("dqt", "dqt.jsonl"), ("dr", "dr.jsonl"))] == first
+        history = json.loads((run_dir / "dr" / "dr_manifest.json").read_text())["generation_history"]
+        assert [h["requests_sent"] for h in history] == [dr["report"]["requests_sent"], 0]
     assert not is_alive(pid) and not pidfile.exists()
 
 
