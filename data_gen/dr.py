@@ -11,15 +11,18 @@ query_source, model, prompt_version, seed. The relevance model (3MTokenRec Sec. 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen.config import parse_config
 from data_gen.llm_client import ClientConfig, InvalidOutput, Job, format_report, generate, parse_json_object, \
     response_format, run_history
-from data_gen.llm_store import check_run_state, read_jsonl, read_results, write_dataset
+from data_gen.llm_store import check_run_state, read_results, write_dataset
 from data_gen.manifest import file_sha256, write_manifest
 from data_gen.prompts import Prompt, load_prompt
 from data_gen.registry import MODALITIES, MODALITY_NAMES
@@ -69,6 +72,12 @@ def validate_scores(text: str) -> dict:
     return scores
 
 
+def iter_jsonl(path: Path, limit: int | None) -> Iterator[tuple[int, dict]]:
+    """(row number, record) of the first `limit` lines of a JSONL file, streamed."""
+    with open(path, encoding="utf-8") as fh:
+        yield from enumerate(json.loads(line) for line in islice(fh, limit))
+
+
 def modality_lines() -> str:
     """One prompt line per registry modality: name, title, what it is made from."""
     lines = []
@@ -91,17 +100,18 @@ def run(cfg: DrConfig) -> dict:
     state = {"dqt_sha256": file_sha256(dqt_path), "prompt_version": prompt.version, "model": cfg.model,
              **{k: getattr(cfg, k) for k in settings}}
     check_run_state(out_dir, state, cfg.overwrite)
-    queries = read_jsonl(dqt_path)[: cfg.max_queries]
+    with open(dqt_path, "rb") as fh:
+        total = sum(1 for _ in islice(fh, cfg.max_queries))
     jobs = (Job(f"{i}:{q['track_id']}", i, relevance_messages(prompt, q["query"]),
                 {"query": q["query"], "track_id": q["track_id"], "split": q["split"], "intent": q.get("intent"),
                  "query_source": q.get("source")})
-            for i, q in enumerate(queries))
-    report = generate(jobs, validate_scores, cfg, out_dir, response_format(cfg, SCORES_SCHEMA), total=len(queries))
+            for i, q in iter_jsonl(dqt_path, cfg.max_queries))
+    report = generate(jobs, validate_scores, cfg, out_dir, response_format(cfg, SCORES_SCHEMA), total=total)
 
     items, failures = read_results(out_dir)
     rows = [{**r, "model": cfg.model, "prompt_version": prompt.version} for r in items]
     write_dataset(rows, out_dir / "dr.jsonl", DR_COLUMNS)
-    counts = {"queries": len(queries), "rows": len(rows), "failures": len(failures),
+    counts = {"queries": total, "rows": len(rows), "failures": len(failures),
               "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
               "by_split": dict(Counter(r["split"] for r in rows)),
               "mean_scores": {m: round(sum(r[m] for r in rows) / len(rows), 3) for m in MODALITY_NAMES} if rows else {},

@@ -101,10 +101,13 @@ def _is_llama_server(pid: int) -> bool:
     return not cmdline.exists() or b"llama_cpp.server" in cmdline.read_bytes()
 
 
-def terminate(pid: int, grace: float, wait=None) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds; `wait(timeout)` reaps when the caller is the parent."""
+def terminate(pid: int, grace: float, wait=None) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; `wait(timeout)` reaps when the caller is the parent.
+
+    -> False when there was nothing to stop (gone, or the pid now belongs to another program).
+    """
     if not is_alive(pid) or not _is_llama_server(pid):
-        return
+        return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while is_alive(pid) and time.monotonic() < deadline:
@@ -119,6 +122,7 @@ def terminate(pid: int, grace: float, wait=None) -> None:
         os.kill(pid, signal.SIGKILL)
         if wait is not None:
             wait(grace)
+    return True
 
 
 class LocalLLMServer:
@@ -209,10 +213,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"error: {err}")
         print(f"llama.cpp server pid {server.pid} at {server.base_url} (log {server.log_path})")
     elif action == "stop":
-        if running:
-            terminate(pid, cfg.stop_grace)
+        stopped = running and terminate(pid, cfg.stop_grace)
         pidfile.unlink(missing_ok=True)
-        print(f"stopped pid {pid}" if running else "not running")
+        print(f"stopped pid {pid}" if stopped else f"not running (pid file {pidfile} removed)")
     else:
         info_path = pidfile.with_name("server.json")
         info = json.loads(info_path.read_text()) if info_path.exists() else {}

@@ -10,7 +10,7 @@ import pytest
 from data_gen.embeddings import EmbeddingStore
 from data_gen.registry import MODALITY_NAMES
 
-COMMANDS = ["data_gen.ingest", "data_gen.vectorize", "data_gen.split"]
+COMMANDS = ["data_gen.ingest", "data_gen.vectorize", "data_gen.split", "data_gen.dqt", "data_gen.dr"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
