@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ import pyarrow.parquet as pq
 from data_gen import query_templates
 from data_gen.catalog import read_catalog
 from data_gen.config import parse_config
-from data_gen.llm_client import ClientConfig, InvalidOutput, Job, format_report, generate, parse_json_object, \
-    response_format, run_history
+from data_gen.llm_client import ClientConfig, InvalidOutput, Job, generate, parse_json_object, \
+    response_format, run_generation_command, run_history
 from data_gen.llm_store import check_run_state, read_results, write_dataset
 from data_gen.manifest import file_sha256, write_manifest
 from data_gen.prompts import Prompt, load_prompt
@@ -179,15 +178,7 @@ def run(cfg: DqtConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(DqtConfig, argv)
-    try:
-        result = run(cfg)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
-    except RuntimeError as err:  # EndpointDown, or an output folder of another run
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(format_report(result["report"]))
+    result = run_generation_command(run, cfg)
     c = result["counts"]
     print(f"D_qt: {c['rows']} requests for {c['tracks']} tracks {c['by_source']}, {c['llm_failures']} failures "
           f"-> {result['out_dir']}/dqt.jsonl")

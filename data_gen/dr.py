@@ -12,7 +12,6 @@ query_source, model, prompt_version, seed. The relevance model (3MTokenRec Sec. 
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
@@ -20,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_gen.config import parse_config
-from data_gen.llm_client import ClientConfig, InvalidOutput, Job, format_report, generate, parse_json_object, \
-    response_format, run_history
+from data_gen.llm_client import ClientConfig, InvalidOutput, Job, generate, parse_json_object, \
+    response_format, run_generation_command, run_history
 from data_gen.llm_store import check_run_state, read_results, write_dataset
 from data_gen.manifest import file_sha256, write_manifest
 from data_gen.prompts import Prompt, load_prompt
@@ -128,15 +127,7 @@ def run(cfg: DrConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(DrConfig, argv)
-    try:
-        result = run(cfg)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
-    except RuntimeError as err:  # EndpointDown, or an output folder of another run
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(format_report(result["report"]))
+    result = run_generation_command(run, cfg)
     c = result["counts"]
     print(f"D_r: {c['rows']} of {c['queries']} requests scored, {c['failures']} failures {c['failures_by_reason']} "
           f"-> {result['out_dir']}/dr.jsonl")

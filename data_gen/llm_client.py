@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -358,3 +359,18 @@ def format_report(report: dict) -> str:
              f"wall {report['wall_s']:.1f}s, {report['requests_per_s'] or 0:.2f} req/s, "
              f"{report['completion_tokens_per_s'] or 0:.1f} completion tok/s"]
     return "\n".join(lines)
+
+
+def run_generation_command(run: Callable[[object], dict], cfg: object) -> dict:
+    """The shared `main` body of the D_qt / D_r commands: run, map Ctrl-C and run errors to exit codes, print
+    the generation report, and return the run's result."""
+    try:
+        result = run(cfg)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except RuntimeError as err:  # EndpointDown, or an output folder of another run
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(format_report(result["report"]))
+    return result
