@@ -11,13 +11,7 @@ from tokenizer_ext.rqvae import RQVAE, ResidualQuantizer, RQVAEQuantizer, VQVAEQ
 SIZES = (4, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy CI machine OpenMP's barriers slow them 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def _model(d_in=20, d_z=4, sizes=SIZES, n=32):

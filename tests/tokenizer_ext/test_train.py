@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from data_gen.config import parse_config
 from data_gen.embeddings import EmbeddingStore
@@ -22,13 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODALITIES = ("SC", "MC", "RI")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy CI machine OpenMP's barriers slow them 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
