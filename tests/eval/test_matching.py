@@ -121,3 +121,30 @@ def test_index_over_a_subset_of_modalities_equals_zero_weights():
     assert only_sc.modalities == ("SC",)
     np.testing.assert_array_equal(only_sc.score_rows(np.arange(10)),
                                   full.score_rows(np.arange(10), {"SC": 1.0}))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pruned_search_equals_scoring_every_track(seed):
+    """The pruned path of search_codes returns the same rows and floats as the dense one and as brute force."""
+    rng = np.random.default_rng(seed)
+    db = random_db(n=400, sizes={"BM": (4, 3, 5), "SC": (3, 4), "TC": (5, 2, 3), "ST": (2, 2, 2)}, missing=0.15,
+                   seed=seed)
+    pruned, dense = HierarchicalIndex.from_token_db(db), HierarchicalIndex.from_token_db(db)
+    pruned.min_tracks_for_pruning, dense.min_tracks_for_pruning = 0, 10**9
+    for trial in range(30):
+        weights = None if trial % 3 == 0 else {m: float(rng.choice([0.5, 1.0, 1.3, 2.0, 0.0]) if trial % 3 == 1
+                                                        else rng.uniform(0.05, 3.0)) for m in db.modalities}
+        q = int(rng.integers(db.num_tracks))
+        if trial % 2:  # each modality from another track: prefixes exist, but rarely together
+            codes = {m: db.codes[m][int(rng.integers(db.num_tracks))].tolist() for m in db.modalities}
+        else:
+            codes = {m: db.codes[m][q].tolist() for m in db.modalities}
+        exclude = rng.choice(db.num_tracks, int(rng.integers(0, 5)), replace=False)
+        k = int(rng.choice([1, 10, 37]))
+        rows, scores = pruned.search_codes(codes, weights, k=k, exclude=exclude)
+        rows_d, scores_d = dense.search_codes(codes, weights, k=k, exclude=exclude)
+        assert rows.tolist() == rows_d.tolist()
+        assert scores.tobytes() == scores_d.tobytes()
+        if trial % 2 == 0:
+            reference = brute_force_scores(db, q, weights)
+            assert rows.tolist() == reference_ranking(reference, k, exclude=exclude)
