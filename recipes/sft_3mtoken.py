@@ -8,6 +8,10 @@ track IDs.
 
 Steps: seed, logging, last checkpoint, tokenizer + music vocabulary, SFT dataset, model + resized embeddings,
 SFTTrainer, train (resuming), save with the inference bundle, model card, push to the Hub.
+
+`fast_path: true` (GPU throughput; tokenizer_ext/fast_sft.py) packs each step's examples into one row with
+per-example attention and computes the LM head + loss on the answer tokens only; `fast_path_compile` and
+`fast_path_liger` add torch.compile per decoder layer and Liger kernels. Same examples per step, same loss.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from tokenizer_ext.bundle import save_bundle_extras
+from tokenizer_ext.fast_sft import FastSFTTrainer, prepare_fast_model
 from tokenizer_ext.model_utils import load_causal_lm, load_tokenizer, random_init_causal_lm
 from tokenizer_ext.sft_data import DEFAULT_SYSTEM_PROMPT, build_sft_dataset
 from tokenizer_ext.token_db import TokenDB
@@ -47,21 +52,17 @@ class SFTScriptArguments:
     new_token_init_noise: float = field(default=0.0, metadata={
         "help": "std of seeded noise (relative to the old rows' std) added to the mean init of new rows"})
     max_train_samples: int | None = field(default=None, metadata={"help": "debug: cap the training examples"})
+    fast_path: bool = field(default=False, metadata={
+        "help": "pack each step's examples into one row (per-example varlen attention), LM head + loss on the "
+                "answer tokens only (tokenizer_ext/fast_sft.py); same examples per step and same loss"})
+    fast_path_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile each decoder layer"})
+    fast_path_liger: bool = field(default=False, metadata={
+        "help": "fast path: Liger RMSNorm/SwiGLU/RoPE kernels (needs liger-kernel, CUDA)"})
 
 
-def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
-    set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
-    logger.setLevel(training_args.get_process_log_level())
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    logger.info("script %s\nmodel %s\ntraining %s", script_args, model_args, training_args)
-
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint:
-            logger.warning("checkpoint found, resuming from %s", last_checkpoint)
-
+def load_model_and_data(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    """Tokenizer + music vocabulary, model with resized embeddings, SFT dataset -> (model, tokenizer, dataset,
+    counts, vocab_info)."""
     # Tokenizer + music vocabulary, then the dataset (it needs the new tokens to tokenize the answers).
     db = TokenDB.load(script_args.token_db_dir)
     tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or model_args.model_name_or_path,
@@ -85,6 +86,12 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
                                         script_args.system_prompt, max_length=training_args.max_length)
     counts["mean_train_tokens"] = sum(map(len, dataset["train"]["input_ids"])) / max(len(dataset["train"]), 1)
     logger.info("SFT examples: %s", counts)
+    return model, tokenizer, dataset, counts, vocab_info
+
+
+def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig, model,
+                  tokenizer, dataset, vocab_info: dict) -> SFTTrainer:
+    """The stock SFTTrainer, or the fast path's (packed rows, answer-only loss) when script_args.fast_path."""
     train = dataset["train"]
     if script_args.max_train_samples:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
@@ -94,9 +101,30 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         new_ids = list(range(vocab_info["tokens_before"], vocab_info["tokens_after"]))
         peft_config.trainable_token_indices = {"embed_tokens": new_ids}
 
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train,
-                         eval_dataset=dataset["test"] if training_args.eval_strategy != "no" and "test" in dataset else None,
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer_cls = SFTTrainer
+    if script_args.fast_path:
+        prepare_fast_model(model, compile_layers=script_args.fast_path_compile, liger=script_args.fast_path_liger)
+        trainer_cls = FastSFTTrainer
+    return trainer_cls(model=model, args=training_args, train_dataset=train,
+                       eval_dataset=dataset["test"] if training_args.eval_strategy != "no" and "test" in dataset else None,
+                       processing_class=tokenizer, peft_config=peft_config)
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    logger.setLevel(training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    logger.info("script %s\nmodel %s\ntraining %s", script_args, model_args, training_args)
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir):
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint:
+            logger.warning("checkpoint found, resuming from %s", last_checkpoint)
+
+    model, tokenizer, dataset, counts, vocab_info = load_model_and_data(script_args, training_args, model_args)
+    trainer = build_trainer(script_args, training_args, model_args, model, tokenizer, dataset, vocab_info)
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

@@ -1,0 +1,187 @@
+"""SFT fast path: tokenized chat examples (input_ids, labels) -> one packed row per step, trained with the same loss.
+
+Switched on by the recipe's `fast_path: true` (recipes/sft_3mtoken.py). Our examples are short (78-108 tokens, the
+loss on ~30 answer tokens); stock TRL pads them into a [B, S] batch and spends most of a step on overhead. Here:
+
+    PackedCollator     B examples -> ONE row [1, T] (T = sum of lengths, no padding), positions restarting at 0 per
+                       example, cu_seq_lens (example boundaries) for the attention, and the answer positions with
+                       their next tokens, computed on the CPU so the step has no data-dependent GPU sync
+    varlen_attention   registered as transformers attention "sft_varlen": causal attention inside each example only
+                       (no cross-contamination): the flash varlen kernel of torch.nn.attention.varlen on CUDA, a dense
+                       block-diagonal causal mask through sdpa elsewhere (CPU tests)
+    FastSFTTrainer     SFTTrainer whose loss runs the LM head on the answer positions only (`logits_to_keep`), with the
+                       stock normalisation (sum over answer tokens / tokens in the batch), so it trains the same model
+    prepare_fast_model switches the attention, optionally Liger RMSNorm/SwiGLU/RoPE, optionally torch.compile per
+                       decoder layer (the varlen kernel is a custom op, so whole layers compile)
+
+The number of examples per optimizer step is per_device_train_batch_size, as in the stock path: same effective
+batch, same sampler order, same learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+
+from tokenizer_ext.sft_data import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+ATTN_IMPLEMENTATION = "sft_varlen"
+
+
+class PackedCollator:
+    """[{input_ids, labels}] * B -> one packed row; labels may be replaced by completion_mask (1 = answer token)."""
+
+    def __init__(self, max_length_multiple: int = 64):
+        self.max_length_multiple = max_length_multiple  # few distinct max_length values: few recompiles
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, positions, labels, shift, cu = [], [], [], [], [0]
+        for f in features:
+            x = list(f["input_ids"])
+            y = list(f["labels"]) if "labels" in f else \
+                [t if m else IGNORE_INDEX for t, m in zip(x, f["completion_mask"])]
+            ids += x
+            positions += range(len(x))
+            labels += y
+            shift += y[1:] + [IGNORE_INDEX]  # the next token of the same example; none after its last token
+            cu.append(cu[-1] + len(x))
+        shift_labels = torch.tensor(shift)
+        longest = max(b - a for a, b in zip(cu[:-1], cu[1:]))
+        m = self.max_length_multiple
+        return {
+            "input_ids": torch.tensor(ids)[None],                                  # [1, T]
+            "position_ids": torch.tensor(positions)[None],                         # [1, T] 0.. per example
+            "labels": torch.tensor(labels)[None],                                  # [1, T] unshifted (for counts)
+            "shift_labels": shift_labels[None],                                    # [1, T] target of position t
+            "answer_positions": torch.nonzero(shift_labels != IGNORE_INDEX).squeeze(1),  # [N] rows for the head
+            "cu_seq_lens": torch.tensor(cu, dtype=torch.int32),                    # [B + 1]
+            "max_length": -(-longest // m) * m,
+        }
+
+
+def _varlen_kwargs() -> tuple[object | None, dict, bool]:
+    """-> (varlen_attn or None, causal kwargs, supports enable_gqa); the signature changed across torch releases."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, {}, False
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params
+
+
+_VARLEN_ATTN, _VARLEN_CAUSAL, _VARLEN_GQA = _varlen_kwargs()
+
+
+def dense_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
+                             scale: float) -> torch.Tensor:
+    """Reference: q [T, H, D], k/v [T, Hkv, D] -> [T, H, D], causal within each example of cu_seq_lens."""
+    total = q.shape[0]
+    doc = torch.repeat_interleave(torch.arange(len(cu_seq_lens) - 1, device=q.device),
+                                  (cu_seq_lens[1:] - cu_seq_lens[:-1]).long(), output_size=total)
+    pos = torch.arange(total, device=q.device)
+    mask = (doc[:, None] == doc[None, :]) & (pos[:, None] >= pos[None, :])  # [T, T] block-diagonal causal
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # GQA: kv head j serves q heads j*rep..
+    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                                         attn_mask=mask, scale=scale)
+    return out.transpose(0, 1)
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                     cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """transformers attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None)."""
+    if cu_seq_lens_q is None:
+        raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' needs cu_seq_lens_q (use PackedCollator)")
+    if query.shape[0] != 1:
+        raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' expects one packed row, got batch {query.shape[0]}")
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    q = query[0].transpose(0, 1).contiguous()                                 # [T, H, D]
+    k = key[0].transpose(0, 1).contiguous()                                   # [T, Hkv, D]
+    v = value[0].transpose(0, 1).contiguous()
+    if q.is_cuda and _VARLEN_ATTN is not None:
+        kw = dict(_VARLEN_CAUSAL)
+        if k.shape[1] != q.shape[1]:
+            if _VARLEN_GQA:
+                kw["enable_gqa"] = True
+            else:
+                rep = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scale, **kw)
+    else:
+        out = dense_document_attention(q, k, v, cu_seq_lens_q, scale)
+    return out.unsqueeze(0), None
+
+
+def register_varlen_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, varlen_attention)
+
+
+def decoder_layers(model) -> list:
+    return list(model.get_decoder().layers)
+
+
+def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False) -> dict:
+    """Switch `model` to the packed varlen attention; optional Liger kernels and per-layer compile -> what was done."""
+    register_varlen_attention()
+    model.config._attn_implementation = ATTN_IMPLEMENTATION
+    done = {"attention": ATTN_IMPLEMENTATION, "varlen_kernel": _VARLEN_ATTN is not None, "liger": False,
+            "compiled_layers": 0}
+    if liger:
+        try:
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+            _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
+                                            cross_entropy=False, fused_linear_cross_entropy=False)
+            done["liger"] = True
+        except Exception as e:  # liger-kernel missing or not matching this transformers release
+            logger.warning("fast path: Liger kernels not applied (%s: %s)", type(e).__name__, e)
+    if compile_layers:
+        import torch._dynamo
+
+        # one compiled graph serves all layers; the lengths change every step (automatic dynamic shapes after one)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        for layer in decoder_layers(model):
+            layer.compile()
+        done["compiled_layers"] = len(decoder_layers(model))
+    logger.info("fast path: %s", done)
+    return done
+
+
+def answer_only_loss(model, batch: dict, num_items_in_batch=None) -> tuple[torch.Tensor, object]:
+    """Packed batch (PackedCollator) -> (sum of answer-token cross-entropy / answer tokens, model outputs).
+
+    The LM head runs on the N answer positions only: logits [N, V] instead of [T, V]. The denominator is
+    num_items_in_batch when the Trainer counted the answer tokens of the whole accumulated batch, as the stock loss."""
+    positions = batch["answer_positions"]                                      # [N]
+    targets = batch["shift_labels"][0, positions]                              # [N]
+    cu, longest = batch["cu_seq_lens"], batch["max_length"]
+    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                    logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                    max_length_k=longest)
+    loss = F.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")  # logits [N, V]
+    return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)), outputs
+
+
+class FastSFTTrainer(SFTTrainer):
+    """SFTTrainer on packed rows: LM head + cross-entropy on the answer positions only, no per-step host sync."""
+
+    def __init__(self, *args, data_collator=None, **kwargs):
+        super().__init__(*args, data_collator=data_collator or PackedCollator(), **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = answer_only_loss(model, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; the token count was global
+        if model.training and hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens += inputs["input_ids"].numel()  # a shape: no sync
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss
