@@ -26,7 +26,8 @@ from tokenizer_ext.tokens import MISSING
 
 # Dense score chunks are [chunk, N] float64; the automatic chunk size keeps one chunk near this many bytes.
 SCORE_CHUNK_BYTES = 32 << 20  # small enough for the allocator to reuse it
-PRUNE_MIN_TRACKS = 20_000
+PRUNE_MIN_TRACKS = 20_000  # below this many tracks search_codes scores every track
+PRUNE_MAX_CANDIDATE_SHARE = 1 / 64  # the pruned path gives up when more tracks than this share need exact scores
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class HierarchicalIndex:
         self.modalities = modalities
         self._blocks_of = {m: [b for b in blocks if b.modality == m] for m in modalities}
         self._bitmaps: tuple[np.ndarray, np.ndarray] | None = None  # level-1 posting bitmaps, built on first use
+        self._code_arrays: dict[str, np.ndarray] = {}  # codes per modality, read back from X on first use
         # below this many tracks search_codes scores every track (the pruned path's setup does not pay off)
         self.min_tracks_for_pruning = PRUNE_MIN_TRACKS
 
@@ -182,9 +184,10 @@ class HierarchicalIndex:
         return out
 
     def _matched_prefixes(self, codes: Mapping[str, Sequence[int]], weights: Mapping[str, float] | None
-                          ) -> list[tuple[float, list[int]]]:
-        """One code sequence -> [(modality weight, columns of its prefixes that some track has, level 1 first)],
-        one entry per scored modality, in the order of `codes` (the order in which scores are summed).
+                          ) -> list[tuple[float, list[int], str, list[int]]]:
+        """One code sequence -> [(modality weight, columns of its prefixes that some track has (level 1 first),
+        modality, its codes)], one entry per scored modality, in the order of `codes` (the order in which scores
+        are summed).
 
         The walk stops at the first level whose prefix no track has; a modality that is absent from `codes`,
         missing (-1), not indexed or weighted 0 is left out."""
@@ -207,7 +210,7 @@ class HierarchicalIndex:
                     break  # no track has this prefix, hence none has any longer one
                 cols.append(block.offset + pos)
                 parent = pos
-            out.append((w[m], cols))
+            out.append((w[m], cols, m, levels))
         return out
 
     def _postings(self, col: int) -> np.ndarray:
@@ -220,7 +223,7 @@ class HierarchicalIndex:
         Each modality reads at most L posting lists; it stops at the first level whose prefix no track has.
         A modality that is absent from `codes`, missing (-1) or not indexed contributes nothing."""
         scores = np.zeros(self.num_tracks)
-        for weight, cols in self._matched_prefixes(codes, weights):
+        for weight, cols, _, _ in self._matched_prefixes(codes, weights):
             for col in cols:
                 scores[self._postings(col)] += weight
         return scores
@@ -240,7 +243,7 @@ class HierarchicalIndex:
         if self.num_tracks >= self.min_tracks_for_pruning and k > 0:
             in_range = len(exclude) == 0 or (exclude[0] >= 0 and exclude[-1] < self.num_tracks)
             paths = self._matched_prefixes(codes, weights)
-            if in_range and all(np.isfinite(w) and w > 0 for w, _ in paths):
+            if in_range and all(np.isfinite(p[0]) and p[0] > 0 for p in paths):
                 found = self._search_pruned(paths, min(int(k), self.num_tracks - len(exclude)), exclude)
                 if found is not None:
                     return found
@@ -275,95 +278,114 @@ class HierarchicalIndex:
             self._bitmaps = (bits, row_of)
         return self._bitmaps
 
-    def _search_pruned(self, paths: list[tuple[float, list[int]]], k: int, exclude: np.ndarray
+    def _codes(self, modality: str) -> np.ndarray:
+        """int [N, L] codes of one modality (-1 where missing), read back from the posting lists; built on first use."""
+        if modality not in self._code_arrays:
+            blocks = self._blocks_of[modality]
+            dtype = np.int16 if max(b.codebook_size for b in blocks) < 2**15 else np.int32
+            out = np.full((self.num_tracks, len(blocks)), MISSING, dtype)
+            for level, b in enumerate(blocks):
+                lengths = np.diff(self.XT.indptr[b.offset:b.offset + len(b.keys) + 1])
+                start, end = self.XT.indptr[b.offset], self.XT.indptr[b.offset + len(b.keys)]
+                out[self.XT.indices[start:end], level] = np.repeat(b.keys % b.codebook_size, lengths)
+            self._code_arrays[modality] = out
+        return self._code_arrays[modality]
+
+    def _search_pruned(self, paths: list[tuple[float, list[int], str, list[int]]], k: int, exclude: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray] | None:
         """Exact top-k for positive weights without scoring every track; None when it cannot prune.
 
-        A track's score is its weighted count of shared prefixes. Tracks sharing a level-2 prefix with the query
-        (set A, from the short level-2+ posting lists) are scored exactly. Every other track scores only through
-        level 1: with c level-1 matches its score lies between the sums of the c smallest and the c largest
-        weights. c is counted for all tracks at once by bit-sliced addition of the level-1 posting bitmaps
-        (O(N / 64) word operations per modality). The k-th largest lower bound is a threshold theta; only
-        tracks whose upper bound reaches theta can be in the top-k, and those few are scored exactly, summing
-        the weights in the same order as `score_codes` (so the floats, hence ties, are identical)."""
+        A track's score is a sum of c entries, one per (modality, level) prefix it shares with the query, so it
+        lies between the sums of the c smallest and the c largest entry weights. c is counted for all tracks at
+        once by bit-sliced addition of the posting lists as bitmaps (the long level-1 lists over all N / 64 words,
+        the short deeper lists only on their own words). The k-th largest lower bound is a threshold theta; only
+        tracks whose upper bound reaches theta can be in the top-k, and those few are scored exactly, summing the
+        weights in the same order as `score_codes` (so the floats, hence ties, are identical). With equal weights
+        the bounds are the scores: all tracks of one count tie, and only the lowest rows of the last count needed
+        are scored."""
         if k <= 0 or not paths:
             return None
         bits, row_of = self._level1_bitmaps()
         words = bits.shape[1]
-        exclude_bits = _bitmap(exclude, words)
-        deep = [self._postings(col) for _, cols in paths for col in cols[1:]]
-        a_rows = np.unique(np.concatenate(deep)) if deep else np.zeros(0, np.int32)
-        a_rows = a_rows[~_test(exclude_bits, a_rows)].astype(np.int64)
-        a_scores = self._exact_scores(paths, a_rows, bits, row_of)
-        # bit-sliced level-1 match counts of the tracks outside A and not excluded
-        planes: list[np.ndarray] = []
-        for _, cols in paths:
-            carry = bits[row_of[cols[0]]]
-            for j in range(len(planes)):
-                planes[j], carry = planes[j] ^ carry, planes[j] & carry
-            if len(planes) < len(paths).bit_length():
-                planes.append(carry.copy())
-        valid = ~(exclude_bits | _bitmap(a_rows, words))
+        entries = np.array([w for w, cols, _, _ in paths for _ in cols])
+        planes = [np.zeros(words, np.uint64) for _ in range(len(entries).bit_length())]
+        scratch = np.empty(words, np.uint64)
+        for _, cols, _, _ in paths:
+            carry = bits[row_of[cols[0]]].copy()
+            for plane in planes:  # ripple-carry add of one bit per track, over all words
+                np.bitwise_and(plane, carry, out=scratch)
+                plane ^= carry
+                carry, scratch = scratch, carry
+            for col in cols[1:]:
+                at, carry = _sparse_bitmap(self._postings(col))
+                for plane in planes:  # the same, on the few words this list touches
+                    old = plane[at]
+                    plane[at] = old ^ carry
+                    carry = old & carry
+        valid = ~_bitmap(exclude, words)
         valid[-1] &= _tail_mask(self.num_tracks)
-        d = len(paths)
-        exact = []  # exact[c]: bitmap of valid tracks with exactly c level-1 matches
-        for c in range(d + 1):
+        top = len(entries)
+
+        def with_count(c: int) -> np.ndarray:
             m = valid.copy()
             for j, plane in enumerate(planes):
                 m &= plane if (c >> j) & 1 else ~plane
-            exact.append(m)
-        n_with = np.array([int(np.bitwise_count(m).sum()) for m in exact])
-        w_sorted = np.sort(np.array([w for w, _ in paths]))
-        low = np.r_[0.0, np.cumsum(w_sorted)]  # low[c]: sum of the c smallest weights
+            return m
+
+        w_sorted = np.sort(entries)
+        low = np.r_[0.0, np.cumsum(w_sorted)]  # low[c]: sum of the c smallest entries
         high = np.r_[0.0, np.cumsum(w_sorted[::-1])]  # high[c]: sum of the c largest
-        bounds = np.concatenate([a_scores, np.repeat(low, n_with)])
-        if len(bounds) < k:
-            return None
-        theta = np.partition(bounds, len(bounds) - k)[len(bounds) - k]
+        masks, found, c_lo = {}, 0, top
+        while c_lo > 0:
+            masks[c_lo] = with_count(c_lo)
+            found += int(np.bitwise_count(masks[c_lo]).sum())
+            if found >= k:
+                break
+            c_lo -= 1
+        if c_lo == 0:
+            return None  # fewer than k tracks share a prefix with the query: nothing to prune
         slack = 1e-9 * high[-1]  # the bounds are summed in another order than the scores
-        c_min = int(np.searchsorted(high, theta - slack))
-        if c_min == 0:
-            return None  # fewer than k tracks are sure to score above 0: nothing to prune
-        mask = np.zeros(words, np.uint64)
-        for m in exact[c_min:]:
-            mask |= m
-        b_rows = _rows_of(mask)
-        rows = np.concatenate([a_rows, b_rows])
-        scores = np.concatenate([a_scores, self._exact_scores(paths, b_rows, bits, row_of)])
+        c_min = max(1, int(np.searchsorted(high, low[c_lo] - slack)))
+        equal = w_sorted[0] == w_sorted[-1]
+        parts, budget = [], max(int(self.num_tracks * PRUNE_MAX_CANDIDATE_SHARE), k)
+        for c in range(top, c_min - 1, -1):
+            mask = masks[c] if c in masks else with_count(c)
+            parts.append(_rows_of(mask, limit=k if equal and c == c_lo else None))
+            budget -= len(parts[-1])
+            if budget < 0:
+                return None  # bounds too loose (very unequal weights): scoring every track is cheaper
+        rows = np.sort(np.concatenate(parts))
+        scores = self._exact_scores(paths, rows)
         order = np.lexsort((rows, -scores))[:k]
         return rows[order], scores[order]
 
-    def _exact_scores(self, paths: list[tuple[float, list[int]]], rows: np.ndarray, bits: np.ndarray,
-                      row_of: np.ndarray) -> np.ndarray:
+    def _exact_scores(self, paths: list[tuple[float, list[int], str, list[int]]], rows: np.ndarray) -> np.ndarray:
         """float64 [len(rows)] scores of the given tracks, summed in the order of `score_codes`."""
         scores = np.zeros(len(rows))
-        for weight, cols in paths:
-            for level, col in enumerate(cols):
-                if level == 0:
-                    hit = _test(bits[row_of[col]], rows)
-                else:
-                    postings = self._postings(col)
-                    pos = np.minimum(np.searchsorted(postings, rows), len(postings) - 1)
-                    hit = postings[pos] == rows
-                scores += np.where(hit, weight, 0.0)
+        for weight, cols, modality, levels in paths:
+            depth = len(cols)
+            match = self._codes(modality)[rows, :depth] == np.asarray(levels[:depth])
+            match = np.logical_and.accumulate(match, axis=1)
+            for level in range(depth):
+                scores += np.where(match[:, level], weight, 0.0)
         return scores
 
 
 def _bitmap(rows: np.ndarray, words: int) -> np.ndarray:
     """Sorted unique rows -> uint64 [words] bitmap (bit j of word i = row 64 i + j)."""
     out = np.zeros(words, np.uint64)
-    if len(rows):
-        rows = np.asarray(rows, dtype=np.int64)
-        word = rows >> 6
-        starts = np.r_[0, np.flatnonzero(np.diff(word)) + 1]
-        out[word[starts]] = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), (rows & 63).astype(np.uint64)),
-                                                   starts)
+    at, value = _sparse_bitmap(rows)
+    out[at] = value
     return out
 
 
-def _test(bitmap: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _sparse_bitmap(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique rows -> (int64 word positions, uint64 words): the non-zero words of their bitmap."""
     rows = np.asarray(rows, dtype=np.int64)
-    return ((bitmap[rows >> 6] >> (rows & 63).astype(np.uint64)) & np.uint64(1)).astype(bool)
+    word = rows >> 6
+    starts = np.r_[0, np.flatnonzero(np.diff(word)) + 1] if len(rows) else np.zeros(0, np.int64)
+    bits = np.left_shift(np.uint64(1), (rows & 63).astype(np.uint64))
+    return word[starts], (np.bitwise_or.reduceat(bits, starts) if len(rows) else bits)
 
 
 def _tail_mask(n: int) -> np.uint64:
@@ -372,12 +394,16 @@ def _tail_mask(n: int) -> np.uint64:
     return np.uint64((1 << used) - 1)
 
 
-def _rows_of(bitmap: np.ndarray) -> np.ndarray:
-    """uint64 bitmap -> int64 rows of its set bits, ascending."""
+def _rows_of(bitmap: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """uint64 bitmap -> int64 rows of its set bits, ascending (only the first `limit` of them, if given)."""
+    if limit is not None:
+        enough = np.searchsorted(np.cumsum(np.bitwise_count(bitmap)), limit)
+        bitmap = bitmap[:enough + 1]
     nz = np.flatnonzero(bitmap)
     flags = np.unpackbits(bitmap[nz].view(np.uint8), bitorder="little").reshape(len(nz), 64)
     r, b = np.nonzero(flags)
-    return nz[r] * 64 + b
+    rows = nz[r] * 64 + b
+    return rows if limit is None else rows[:limit]
 
 
 def brute_force_scores(db: TokenDB, query_row: int, weights: Mapping[str, float] | None = None,
