@@ -133,8 +133,13 @@ def train(cfg: RelevanceConfig) -> dict:
         history.append({"epoch": epoch, "train_mse": total / len(order)})
         print(f"epoch {epoch}: train MSE {history[-1]['train_mse']:.4f}", file=sys.stderr)
     test_target = np.array([[float(r[m]) for m in MODALITY_NAMES] for r in test_rows])
+    # Reference: the per-modality mean of the training scores, whatever the query. A model that does not beat it has
+    # learnt nothing from the query text (e.g. when the LLM answers every query with the same scores).
+    constant = np.broadcast_to(targets.numpy().mean(axis=0), test_target.shape)
     report = {"train": len(train_rows), "test": len(test_rows), "history": history,
               "test_metrics": metrics(model.predict([r["query"] for r in test_rows]), test_target),
+              "constant_baseline_metrics": metrics(constant, test_target),
+              "distinct_train_score_vectors": len({tuple(t) for t in targets.tolist()}),
               "config": cfg.__dict__}
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     m = report["test_metrics"]
     print(f"held-out {report['test']} queries (train {report['train']}): MAE {m['mae']:.3f}, "
           f"rounded-score accuracy {m['accuracy']:.4f}")
+    c = report["constant_baseline_metrics"]
+    print(f"constant baseline (train mean per modality): MAE {c['mae']:.3f}, rounded-score accuracy {c['accuracy']:.4f}; "
+          f"{report['distinct_train_score_vectors']} distinct score vectors in train")
     print("| modality | MAE | accuracy |\n|---|---|---|")
     for name, v in m["per_modality"].items():
         print(f"| {name} | {v['mae']:.3f} | {v['accuracy']:.4f} |")

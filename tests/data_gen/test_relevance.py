@@ -40,6 +40,11 @@ def test_train_predict_save_load(tmp_path):
     assert report["train"] == 36 and report["test"] == 12
     assert report["history"][-1]["train_mse"] < report["history"][0]["train_mse"] / 3
     assert 0 <= report["test_metrics"]["mae"] <= 10 and 0 <= report["test_metrics"]["accuracy"] <= 1
+    # train is 2/3 artist and 1/3 era rows, so the constant reference predicts BM 19/3 and RI 11/3; every test row
+    # is an era row (BM 1, RI 9): off by 16/3 on two of the nine modalities
+    assert report["constant_baseline_metrics"]["mae"] == pytest.approx(32 / 27, rel=1e-6)
+    assert report["distinct_train_score_vectors"] == 2
+    assert report["test_metrics"]["mae"] < report["constant_baseline_metrics"]["mae"]
     model = RelevanceModel.load(tmp_path / "rel")
     scores = model.predict(["songs by artist number 99", "hits from the 1970s"])
     assert scores.shape == (2, 9) and (scores >= 0).all() and (scores <= 10).all()
