@@ -23,12 +23,13 @@ import numpy as np
 from data_gen.config import parse_config
 from data_gen.embeddings import EmbeddingStore
 from data_gen.playlists import Playlist, read_playlists
-from data_gen.registry import get_modality, parse_modalities
+from data_gen.registry import parse_modalities
 from eval.common import (default_out, feature_provenance, input_record, load_test_split, markdown_table,
                          provenance_line, resolve_run_dir, result_header, write_json)
 from eval.matching import SCORE_CHUNK_BYTES, HierarchicalIndex, top_k
 from eval.metrics import METRICS, ranking_metrics
 from tokenizer_ext.token_db import TokenDB
+from tokenizer_ext.tokens import JOINT_GROUPS, get_group
 
 
 @dataclass
@@ -65,13 +66,13 @@ class Seeds:
 
 
 def parse_weights(spec: str, modalities: Sequence[str]) -> dict[str, float]:
-    """'BM=1,TC=2' -> {m: w} over `modalities`, unlisted ones 1.0."""
+    """'BM=1,TC=2' -> {group: w} over `modalities` (modalities and joint groups such as SH), unlisted ones 1.0."""
     weights = {m: 1.0 for m in modalities}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, value = item.partition("=")
         if not value:
             raise ValueError(f"--weights: expected MOD=value, got {item!r}")
-        weights[get_modality(name.strip()).name] = float(value)
+        weights[get_group(name.strip())] = float(value)
     return {m: w for m, w in weights.items() if m in modalities}
 
 
@@ -176,7 +177,7 @@ def run(cfg: CBRConfig) -> dict:
     if cfg.test_tracks_only:
         is_test, split_source = load_test_split(tokenizer_dir, db.track_ids)
         db = subset_db(db, is_test)
-    wanted = set(parse_modalities(cfg.modalities))
+    wanted = set(parse_modalities(cfg.modalities)) | set(JOINT_GROUPS)  # joint groups (SH, FU, ...) always take part
     mods = tuple(m for m in db.modalities if m in wanted)
     if not mods:
         raise ValueError(f"none of {sorted(wanted)} is in the token database ({', '.join(db.modalities)})")
@@ -191,7 +192,8 @@ def run(cfg: CBRConfig) -> dict:
     results = []
     for row in retrieval_rows(mods, weights):
         t0 = time.perf_counter()
-        ranked = index.rank_rows(seeds.rows, row["weights"], k=max(ks), exclude_self=True, chunk_size=cfg.chunk_size)
+        row_weights = {m: row["weights"].get(m, 0.0) for m in mods}  # groups outside the row weigh 0, joint ones too
+        ranked = index.rank_rows(seeds.rows, row_weights, k=max(ks), exclude_self=True, chunk_size=cfg.chunk_size)
         results.append({**row, "metrics": ranking_metrics(ranked, seeds.relevant, ks),
                         "seconds": round(time.perf_counter() - t0, 3)})
 

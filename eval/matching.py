@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from data_gen.registry import get_modality
 from tokenizer_ext.token_db import TokenDB
-from tokenizer_ext.tokens import MISSING
+from tokenizer_ext.tokens import MISSING, get_group, is_joint_group
 
 # Dense score chunks are [chunk, N] float64; the automatic chunk size keeps one chunk near this many bytes.
 SCORE_CHUNK_BYTES = 32 << 20  # small enough for the allocator to reuse it
@@ -47,14 +46,15 @@ class PrefixBlock:
 
 
 def _resolve_weights(modalities: Sequence[str], weights: Mapping[str, float] | None) -> dict[str, float]:
-    """None -> 1.0 for every indexed modality; a mapping -> its weights (modalities it leaves out get 0).
+    """None -> 1.0 for every indexed group; a mapping -> its weights (modalities it leaves out get 0, joint groups
+    such as SH or FU that it leaves out get 1.0: weights given per modality say nothing about a shared code).
 
-    Known modalities that are not indexed are ignored (the relevance model scores all nine; a catalog may lack some).
+    Known groups that are not indexed are ignored (the relevance model scores all nine; a catalog may lack some).
     """
     if weights is None:
         return {m: 1.0 for m in modalities}
-    named = {get_modality(m).name: float(w) for m, w in weights.items()}
-    return {m: named.get(m, 0.0) for m in modalities}
+    named = {get_group(m): float(w) for m, w in weights.items()}
+    return {m: named.get(m, 1.0 if is_joint_group(m) else 0.0) for m in modalities}
 
 
 def top_k(scores: np.ndarray, k: int, integer_scores: bool = False) -> np.ndarray:
@@ -112,7 +112,7 @@ class HierarchicalIndex:
     @classmethod
     def from_token_db(cls, db: TokenDB, modalities: Sequence[str] | None = None) -> HierarchicalIndex:
         mods = db.modalities if modalities is None else tuple(m for m in db.modalities
-                                                              if m in {get_modality(x).name for x in modalities})
+                                                              if m in {get_group(x) for x in modalities})
         n = db.num_tracks
         blocks: list[PrefixBlock] = []
         rows, cols = [], []
@@ -194,7 +194,7 @@ class HierarchicalIndex:
         w = _resolve_weights(self.modalities, weights)
         out = []
         for m, levels in codes.items():
-            m = get_modality(m).name
+            m = get_group(m)
             if m not in self._blocks_of or w[m] == 0.0:
                 continue
             levels = [int(c) for c in levels]

@@ -6,6 +6,9 @@ For every modality, the test tracks that have it are decoded from their codes in
 (MusicTokenizer.decode, the cluster centroid for K-means) and compared with their embedding: MSE = mean squared
 error over all elements, cosine = mean over tracks. The last row averages the modalities, as Table 2 does.
 Embeddings are streamed in batches from the memory-mapped store. Writes <tokenizer_dir>/eval/reconstruction.json.
+Joint tokenizers decode a modality from all of a track's code groups (MusicRec: shared + that modality's levels;
+PSRQ modal-joint: its slice of the joint reconstruction); one without a decoder (FusID) gets rows with
+"n/a" (mse and cosine None) instead of numbers.
 """
 
 from __future__ import annotations
@@ -81,24 +84,32 @@ def run(cfg: ReconstructionConfig) -> dict:
     is_test, split_source = load_test_split(tokenizer_dir, db.track_ids)
     store_row = {t: i for i, t in enumerate(store.track_ids)}
     idx = np.fromiter((store_row.get(t, -1) for t in db.track_ids), dtype=np.int64, count=db.num_tracks)
+    joint = getattr(tokenizer, "joint", False)
     rows = []
-    for m in db.modalities:
+    for m in (tokenizer.input_modalities if joint else db.modalities):
         if m not in store.modalities():
             continue
         in_store = (idx >= 0) & np.asarray(store.presence(m))[np.maximum(idx, 0)]
-        test_rows = np.flatnonzero(is_test & db.presence(m) & in_store)
+        coded = db.presence(db.modalities[0]) if joint else db.presence(m)
+        test_rows = np.flatnonzero(is_test & coded & in_store)
+        if joint and not tokenizer.can_decode(m):
+            rows.append({"modality": m, "tracks": int(len(test_rows)), "mse": None, "cosine": None,
+                         "note": f"{db.tokenizer} has no decoder"})
+            continue
         emb = store.load(m)
         stats = ReconstructionStats()
         for start in range(0, len(test_rows), cfg.batch_size):
             batch = test_rows[start:start + cfg.batch_size]
             order = np.argsort(idx[batch])  # read the memory map in ascending row order
             batch = batch[order]
-            stats.update(np.asarray(emb[idx[batch]], np.float32), tokenizer.decode(m, db.codes[m][batch]))
+            x_hat = (tokenizer.decode_groups({g: db.codes[g][batch] for g in db.modalities}, m) if joint
+                     else tokenizer.decode(m, db.codes[m][batch]))
+            stats.update(np.asarray(emb[idx[batch]], np.float32), x_hat)
         rows.append({"modality": m, **stats.result()})
-    scored = [r for r in rows if r["tracks"]]
+    scored = [r for r in rows if r["tracks"] and r["mse"] is not None]
     average = {"modality": "average", "tracks": None,  # modalities cover different tracks: no single count
-               "mse": float(np.mean([r["mse"] for r in scored])) if scored else float("nan"),
-               "cosine": float(np.mean([r["cosine"] for r in scored])) if scored else float("nan")}
+               "mse": float(np.mean([r["mse"] for r in scored])) if scored else None,
+               "cosine": float(np.mean([r["cosine"] for r in scored])) if scored else None}
     return {**result_header("reconstruction", cfg),
             "inputs": {"token_db": input_record(tokenizer_dir / "token_db.parquet")},
             "tokenizer": db.tokenizer, "run_dir": str(run_dir), "test_split": split_source,
@@ -107,7 +118,8 @@ def run(cfg: ReconstructionConfig) -> dict:
 
 def report_markdown(result: dict) -> str:
     table = markdown_table(["modality", "test tracks", "MSE", "cosine"],
-                           [[r["modality"], r["tracks"], r["mse"], r["cosine"]] for r in result["rows"]])
+                           [[r["modality"], r["tracks"], "n/a" if r["mse"] is None and r["tracks"] else r["mse"],
+                             "n/a" if r["cosine"] is None and r["tracks"] else r["cosine"]] for r in result["rows"]])
     return "\n".join([f"Reconstruction on test tracks ({result['tokenizer']} tokens; split from "
                       f"{result['test_split']}; average = unweighted mean over modalities, as 3MToken Table 2)",
                       "", table])

@@ -1,7 +1,9 @@
-"""The quantizer interface: embeddings of one modality [n, d] -> codes [n, L] and back to a reconstruction [n, d].
+"""The quantizer interfaces: one modality's embeddings [n, d] -> codes [n, L] (ModalityQuantizer), or all
+modalities of a track at once -> codes per code group (JointQuantizer).
 
-Every tokenizer method (RQ-VAE, VQ-VAE, K-means here; RQ-KMeans, PSRQ, ... later) implements it, so training,
-the token database, and every evaluation treat them alike. Methods register themselves in QUANTIZERS by name.
+Per-modality methods (RQ-VAE, VQ-VAE, K-means, RQ-KMeans, PSRQ) register in QUANTIZERS, joint ones (FusID, MusicRec
+shared-specific RQ, PSRQ modal-joint) in JOINT_QUANTIZERS, so training, the token database and every evaluation treat
+them alike. Joint groups (SH, MJ, FU) and their order are defined in tokenizer_ext/tokens.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 QUANTIZERS: dict[str, type[ModalityQuantizer]] = {}
+JOINT_QUANTIZERS: dict[str, type[JointQuantizer]] = {}
 
 
 def register(name: str):
@@ -46,4 +49,48 @@ class ModalityQuantizer:
 
     @classmethod
     def load(cls, path: str | Path) -> ModalityQuantizer:
+        raise NotImplementedError
+
+
+def register_joint(name: str):
+    def wrap(cls):
+        cls.method = name
+        JOINT_QUANTIZERS[name] = cls
+        return cls
+    return wrap
+
+
+class JointQuantizer:
+    """All modalities of a track -> codes per code group: {group: int64 [n, L_group]} (MISSING rows where a group
+    does not apply, e.g. a modality-specific group of a track without that modality).
+
+    Inputs are {modality: float32 [n, d_m]} with presence masks {modality: bool [n]}; rows of absent modalities hold
+    no data and must not be read. `pairs` (int [P, 2] row indices into the training inputs) are co-occurring tracks
+    of the training playlists, for methods that learn from them. The joint groups are listed in tokens.py."""
+
+    method: str = ""
+    codebook_sizes: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.codebook_sizes)
+
+    def fit(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], pairs: np.ndarray | None = None,
+            log: Callable[[dict], None] | None = None, pair_scores: np.ndarray | None = None) -> None:
+        """Train on the training tracks; `pair_scores` float [P] weighs `pairs` (normalised co-occurrence)."""
+        raise NotImplementedError
+
+    def encode(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def decode(self, codes: dict[str, np.ndarray], modality: str) -> np.ndarray:
+        """{group: int [n, L]} codes -> float32 [n, d_m] reconstruction of one modality; NotImplementedError where
+        the method has no decoder (FusID)."""
+        raise NotImplementedError(f"{self.method} has no decoder")
+
+    def save(self, path: str | Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> JointQuantizer:
         raise NotImplementedError

@@ -8,16 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-METHODS = ("rqvae", "vqvae", "kmeans")
+METHODS = ("rqvae", "vqvae", "kmeans", "rqkmeans", "psrq", "psrq_joint", "fusid", "musicrec")
+# Methods that quantize all modalities of a track at once (tokenizer_ext/base.py JointQuantizer).
+JOINT_METHODS = ("psrq_joint", "fusid", "musicrec")
 
 # Sec. 3 "RQ-VAE Configuration" / App. B: (K1, K2, K3) = (32, 64, 128). Sec. 3 "Baselines": VQ-VAE codebook size
 # and K-means clusters are 1024 per modality.
-DEFAULT_CODEBOOK_SIZES = {"rqvae": (32, 64, 128), "vqvae": (1024,), "kmeans": (1024,)}
+# RQ-KMeans takes 3MToken's levels (it is the RQ-VAE without the autoencoder). PSRQ Sec. 5: 3 layers of 128 clusters
+# (Music4all). FusID Sec. 2.2: n = 5 sub-embeddings, K = 1024 each. MusicRec "Implementation Details" / Fig. 4:
+# 4 levels of 256, shared : specific = 1 : 1.
+DEFAULT_CODEBOOK_SIZES = {"rqvae": (32, 64, 128), "vqvae": (1024,), "kmeans": (1024,), "rqkmeans": (32, 64, 128),
+                          "psrq": (128, 128, 128), "psrq_joint": (128, 128, 128), "fusid": (1024,) * 5,
+                          "musicrec": (256, 256, 256, 256)}
 
 # Fields that only say where or how fast to run: they never change a trained quantizer, so a checkpoint trained
 # with other values of them is reused. K-means reads only KMEANS_FIELDS (its training has no epochs, lr, ...).
 RUNTIME_FIELDS = ("device", "modalities", "disambiguate", "encode_chunk_rows")
 KMEANS_FIELDS = ("method", "codebook_sizes", "test_fraction", "seed", "kmeans_full_batch_max_rows")
+KMEANS_METHODS = ("kmeans", "rqkmeans", "psrq", "psrq_joint")  # trained by k-means alone: only KMEANS_FIELDS count
+# Fields that only some methods read; other methods leave them out of their checkpoint key, so adding them did not
+# invalidate checkpoints trained before they existed.
+METHOD_FIELDS = {"sub_embedding_dim": ("fusid",), "fusion_hidden_dim": ("fusid",), "reg_weight": ("fusid",),
+                 "variance_target": ("fusid",), "shared_levels": ("musicrec",), "align_weight": ("musicrec",),
+                 "relation_weight": ("musicrec",), "align_temperature": ("musicrec",),
+                 "align_modality": ("musicrec",), "playlists": ("fusid",), "train_playlists": ("fusid",)}
 
 
 @dataclass
@@ -25,7 +39,9 @@ class TokenizerConfig:
     """Per-modality music tokenizer: RQ-VAE (3MToken), or the VQ-VAE / K-means baselines."""
 
     method: str = field(default="rqvae", metadata={
-        "help": "rqvae (3MToken, Sec. 2), vqvae or kmeans (baselines, Sec. 3)", "choices": list(METHODS)})
+        "help": "rqvae (3MToken, Sec. 2), vqvae or kmeans (baselines, Sec. 3); rqkmeans, psrq (PSRQ paper, per "
+                "modality), psrq_joint (PSRQ modal-joint), fusid (FusID), musicrec (MusicRec shared-specific RQ)",
+        "choices": list(METHODS)})
     d_z: int = field(default=32, metadata={"help": "latent dim d_z of the RQ-VAE / VQ-VAE (Sec. 3, App. E.2)"})
     hidden_dims: tuple[int, ...] = field(default=(512, 256, 128), metadata={
         "help": "encoder hidden layers; the decoder mirrors them (App. B: 512 -> 256 -> 128 -> d_z)"})
@@ -52,6 +68,33 @@ class TokenizerConfig:
                 "(not in the paper, which relies on the k-means init alone)"})
     kmeans_full_batch_max_rows: int = field(default=65536, metadata={
         "help": "kmeans method: full-batch KMeans up to this many training rows, MiniBatchKMeans above"})
+    sub_embedding_dim: int = field(default=128, metadata={
+        "help": "fusid: dim d of each of the n sub-embeddings (FusID Sec. 2.2: 128; n = len(codebook_sizes))"})
+    fusion_hidden_dim: int = field(default=2048, metadata={
+        "help": "fusid: hidden width of the fusion network (FusID Sec. 3: 3072 -> 2048 -> n x 128)"})
+    reg_weight: float = field(default=0.2, metadata={
+        "help": "fusid: alpha, weight of the covariance + variance regularisation (FusID Sec. 2.1: 0.2)"})
+    variance_target: float = field(default=1.0, metadata={
+        "help": "fusid: gamma, target standard deviation of the variance loss (FusID Eq. 3: 1)"})
+    shared_levels: int = field(default=2, metadata={
+        "help": "musicrec: how many of the codebook levels are shared; the rest are modality-specific "
+                "(MusicRec Fig. 4b: 1:1 of 4 levels)"})
+    align_weight: float = field(default=1e-2, metadata={
+        "help": "musicrec: alpha, weight of the InfoNCE collaborative alignment (MusicRec Eq. 12, Fig. 3: 1e-2); 0 "
+                "turns it off"})
+    relation_weight: float = field(default=1e-4, metadata={
+        "help": "musicrec: beta, weight of the relation-preservation loss (MusicRec Eq. 12, Fig. 3: 1e-4); 0 turns "
+                "it off"})
+    align_temperature: float = field(default=0.1, metadata={
+        "help": "musicrec: InfoNCE temperature tau (MusicRec Eq. 10; no value given in the paper)"})
+    align_modality: str = field(default="TC", metadata={
+        "help": "musicrec: the collaborative embedding to align with (TC track2vec; MusicRec uses SASRec "
+                "embeddings); empty turns both collaborative losses off"})
+    playlists: str | None = field(default=None, metadata={
+        "help": "fusid: playlists JSONL whose co-occurrence trains the fusion network (default RUN_DIR/playlists.jsonl)"})
+    train_playlists: str | None = field(default=None, metadata={
+        "help": "fusid: id list of the playlists that may train (default RUN_DIR/splits/playlists_train.txt, "
+                "required to exist); 'all' uses every playlist (only where no playlist is used for evaluation)"})
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda when available), cpu, cuda"})
     modalities: str = field(default="all", metadata={"help": "comma-separated modalities to tokenize, or 'all'"})
     disambiguate: bool = field(default=True, metadata={
@@ -72,7 +115,8 @@ class TokenizerConfig:
     def model_settings(self) -> dict:
         """Everything that determines a trained quantizer of this method (the checkpoint-reuse key)."""
         names = [f.name for f in fields(TokenizerConfig) if f.name not in RUNTIME_FIELDS]
-        if self.method == "kmeans":
+        names = [n for n in names if self.method in METHOD_FIELDS.get(n, (self.method,))]
+        if self.method in KMEANS_METHODS:
             names = [n for n in names if n in KMEANS_FIELDS]
         else:
             names = [n for n in names if n != "kmeans_full_batch_max_rows"]

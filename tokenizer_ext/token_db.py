@@ -1,7 +1,7 @@
 """The token database: track_id -> codes per (modality, level), saved as `token_db.parquet` + `token_db.json`.
 
 Parquet columns: `track_id`, then `<MOD>_<level>` (int16/int32, level 1-based; -1 = modality missing for this
-track) for each tokenized modality in registry order, then `dedup` (int32) when disambiguation is on.
+track) for each code group in GROUP_NAMES order (joint groups such as `SH_1` or `FU_3` first, then modalities), then `dedup` (int32) when disambiguation is on.
 `token_db.json` records the tokenizer kind, modalities, codebook sizes, and conflict statistics.
 
 Conflicts: tracks whose full code sequence (all modalities) is identical cannot be told apart by a generated ID.
@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.registry import MODALITY_NAMES
-from tokenizer_ext.tokens import MISSING, codes_to_tokens, music_vocabulary, special_vocabulary
+from tokenizer_ext.tokens import GROUP_NAMES, MISSING, codes_to_tokens, music_vocabulary, special_vocabulary
 
 DB_FILE, META_FILE = "token_db.parquet", "token_db.json"
 
@@ -58,7 +57,7 @@ def conflict_stats(full_codes: np.ndarray) -> dict:
 class TokenDB:
     track_ids: list[str]
     codebook_sizes: dict[str, tuple[int, ...]]
-    codes: dict[str, np.ndarray]  # modality -> int [N, L]; MISSING (-1) rows for tracks without the modality
+    codes: dict[str, np.ndarray]  # group (modality or joint group) -> int [N, L]; MISSING (-1) rows for tracks without the modality
     tokenizer: str = "rqvae"
     dedup: np.ndarray | None = None  # int32 [N] when disambiguation is on
     meta: dict = field(default_factory=dict)
@@ -79,7 +78,7 @@ class TokenDB:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITY_NAMES if m in self.codes)
+        return tuple(m for m in GROUP_NAMES if m in self.codes)
 
     @property
     def num_tracks(self) -> int:
@@ -89,7 +88,7 @@ class TokenDB:
         return self.codes[modality][:, 0] != MISSING
 
     def full_codes(self) -> np.ndarray:
-        """[N, sum of L] all modalities' codes side by side (registry order): the track's full ID without dedup."""
+        """[N, sum of L] all groups' codes side by side (GROUP_NAMES order): the track's full ID without dedup."""
         return np.concatenate([self.codes[m] for m in self.modalities], axis=1)
 
     def conflict_stats(self) -> dict:

@@ -5,8 +5,12 @@ One source of truth for the strings every later stage (SFT data, constrained dec
     `<MOD-none>`            the modality is missing for this track (replaces its L level tokens)
     `<ID-{k}>`              optional disambiguation token: the k-th track sharing an identical code sequence
     `<begin_3MToken>` / `<end_3MToken>`  boundary tokens around a track's sequence
-A track's sequence lists its modalities in registry order (AC ... TC, only the modalities the tokenizer was
-trained on), each as its L level tokens or as one `<MOD-none>`.
+A track's sequence lists its code groups in GROUP_NAMES order (only the groups the tokenizer produces), each as its
+L level tokens or as one `<MOD-none>`. A group is a modality (AC ... TC, one quantizer each) or one of the joint
+groups of the multi-modality quantizers, which come before the modalities:
+    `SH`  MusicRec shared levels over the fused latent (`<SH1-7>` = shared level 1, code 7)
+    `MJ`  PSRQ modal-joint levels over the concatenated modalities
+    `FU`  FusID sub-embeddings: level j is sub-embedding j (`<FU3-17>` = sub-embedding 3, code 17)
 """
 
 from __future__ import annotations
@@ -21,20 +25,40 @@ END_TOKEN = "<end_3MToken>"
 BOUNDARY_TOKENS = (BEGIN_TOKEN, END_TOKEN)
 MISSING = -1  # code value stored in the token database for a missing modality
 
+# The joint groups and the global order of every group in a track's sequence: the one place that lists them.
+JOINT_GROUPS: dict[str, str] = {"SH": "MusicRec shared levels", "MJ": "PSRQ modal-joint levels",
+                                "FU": "FusID sub-embeddings (level j = sub-embedding j)"}
+GROUP_NAMES: tuple[str, ...] = (*JOINT_GROUPS, *MODALITY_NAMES)
+
 _MUSIC = re.compile(r"^<([A-Z]{2})(\d+)-(\d+)>$")
 _NONE = re.compile(r"^<([A-Z]{2})-none>$")
 _DEDUP = re.compile(r"^<ID-(\d+)>$")
+
+
+def get_group(name: str) -> str:
+    """A group name (modality or joint group, case-insensitive) -> its canonical name; KeyError for unknown names."""
+    upper = name.upper()
+    if upper in JOINT_GROUPS:
+        return upper
+    try:
+        return get_modality(upper).name
+    except KeyError:
+        raise KeyError(f"unknown code group {name!r}; known groups: {', '.join(GROUP_NAMES)}") from None
+
+
+def is_joint_group(name: str) -> bool:
+    return name.upper() in JOINT_GROUPS
 
 
 def music_token(modality: str, level: int, index: int) -> str:
     """('SC', 1, 5) -> '<SC1-5>' (level is 1-based, index 0-based)."""
     if level < 1 or index < 0:
         raise ValueError(f"level must be >= 1 and index >= 0, got level={level}, index={index}")
-    return f"<{get_modality(modality).name}{level}-{index}>"
+    return f"<{get_group(modality)}{level}-{index}>"
 
 
 def missing_token(modality: str) -> str:
-    return f"<{get_modality(modality).name}-none>"
+    return f"<{get_group(modality)}-none>"
 
 
 def dedup_token(k: int) -> str:
@@ -44,37 +68,37 @@ def dedup_token(k: int) -> str:
 def parse_token(token: str) -> tuple[str, int, int] | tuple[str, None, None] | tuple[None, None, int]:
     """'<SC1-5>' -> ('SC', 1, 5); '<SC-none>' -> ('SC', None, None); '<ID-3>' -> (None, None, 3).
 
-    Raises ValueError for anything else (including unknown modalities)."""
+    Raises ValueError for anything else (including unknown groups)."""
     if m := _MUSIC.match(token):
-        return get_modality(m.group(1)).name, int(m.group(2)), int(m.group(3))
+        return get_group(m.group(1)), int(m.group(2)), int(m.group(3))
     if m := _NONE.match(token):
-        return get_modality(m.group(1)).name, None, None
+        return get_group(m.group(1)), None, None
     if m := _DEDUP.match(token):
         return None, None, int(m.group(1))
     raise ValueError(f"not a music token: {token!r}")
 
 
 def music_vocabulary(codebook_sizes: Mapping[str, Sequence[int]]) -> list[str]:
-    """All `<MOD{l}-{i}>` tokens, modalities in registry order, levels in order: 9 x 224 = 2,016 by default."""
-    unknown = set(codebook_sizes) - set(MODALITY_NAMES)
+    """All `<MOD{l}-{i}>` tokens, groups in GROUP_NAMES order, levels in order: 9 x 224 = 2,016 by default."""
+    unknown = set(codebook_sizes) - set(GROUP_NAMES)
     if unknown:
-        raise KeyError(f"unknown modalities {sorted(unknown)}")
+        raise KeyError(f"unknown code groups {sorted(unknown)}")
     return [music_token(m, level, i)
-            for m in MODALITY_NAMES if m in codebook_sizes
+            for m in GROUP_NAMES if m in codebook_sizes
             for level, size in enumerate(codebook_sizes[m], start=1)
             for i in range(size)]
 
 
 def special_vocabulary(modalities: Sequence[str], max_dedup: int = 0) -> list[str]:
-    """The non-code tokens a tokenizer needs: boundaries, one `<MOD-none>` per modality, `<ID-k>` for k < max_dedup."""
-    ordered = [m for m in MODALITY_NAMES if m in set(modalities)]
+    """The non-code tokens a tokenizer needs: boundaries, one `<MOD-none>` per group, `<ID-k>` for k < max_dedup."""
+    ordered = [m for m in GROUP_NAMES if m in set(modalities)]
     return [*BOUNDARY_TOKENS, *(missing_token(m) for m in ordered), *(dedup_token(k) for k in range(max_dedup))]
 
 
 def codes_to_tokens(codes: Mapping[str, Sequence[int]], dedup: int | None = None, boundaries: bool = True) -> list[str]:
-    """{modality: [c1..cL] or [-1..-1]} -> token strings in registry order (+ `<ID-k>`, + boundaries)."""
+    """{group: [c1..cL] or [-1..-1]} -> token strings in GROUP_NAMES order (+ `<ID-k>`, + boundaries)."""
     out = [BEGIN_TOKEN] if boundaries else []
-    for m in MODALITY_NAMES:
+    for m in GROUP_NAMES:
         if m not in codes:
             continue
         levels = [int(c) for c in codes[m]]
@@ -92,9 +116,9 @@ def codes_to_tokens(codes: Mapping[str, Sequence[int]], dedup: int | None = None
 
 
 def tokens_to_codes(tokens: Sequence[str], num_levels: Mapping[str, int]) -> tuple[dict[str, list[int]], int | None]:
-    """Inverse of codes_to_tokens: token strings (boundaries optional) -> ({modality: codes}, dedup or None).
+    """Inverse of codes_to_tokens: token strings (boundaries optional) -> ({group: codes}, dedup or None).
 
-    Raises ValueError on tokens out of order, levels out of order, or modalities not in `num_levels`."""
+    Raises ValueError on tokens out of order, levels out of order, or groups not in `num_levels`."""
     body = list(tokens)
     if body and body[0] == BEGIN_TOKEN:
         body = body[1:]
@@ -114,7 +138,7 @@ def tokens_to_codes(tokens: Sequence[str], num_levels: Mapping[str, int]) -> tup
             raise ValueError(f"{tok} after the <ID-k> token")
         if modality not in num_levels:
             raise ValueError(f"{tok}: modality {modality} is not in this tokenizer")
-        rank = MODALITY_NAMES.index(modality)
+        rank = GROUP_NAMES.index(modality)
         if level is None:
             if modality in codes or rank <= last_rank:
                 raise ValueError(f"{tok} out of order")

@@ -6,6 +6,10 @@ Steps: split the tracks 80/20 by track hash -> for each requested modality that 
 quantizer on the present rows of the training split (or reuse its checkpoint when settings and inputs are
 unchanged) -> encode every track into the token database (-1 where a modality is missing, then <ID-k>
 disambiguation) -> manifest. The layout of the output directory is described in tokenizer_ext/tokenizer.py.
+
+Joint methods (fusid, musicrec, psrq_joint) train one quantizer on all requested modalities of the training tracks
+(`run_joint`); FusID's co-occurrence pairs come only from the training playlists (`--train_playlists`, default
+RUN_DIR/splits/playlists_train.txt) and only between training tracks.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from data_gen.config import parse_config
 from data_gen.embeddings import EmbeddingStore
 from data_gen.manifest import config_hash, write_manifest
 from data_gen.registry import parse_modalities
-from tokenizer_ext.base import QUANTIZERS, ModalityQuantizer
-from tokenizer_ext.config import TokenizerConfig
+from tokenizer_ext.base import JOINT_QUANTIZERS, QUANTIZERS, ModalityQuantizer
+from tokenizer_ext.config import JOINT_METHODS, TokenizerConfig
+from tokenizer_ext.joint import cooccurrence_pairs, training_playlists
 from tokenizer_ext.split import split_tracks
-from tokenizer_ext.tokenizer import MusicTokenizer, build_quantizer
+from tokenizer_ext.tokenizer import JointTokenizer, MusicTokenizer, build_joint_quantizer, build_quantizer
 
 CHECKPOINT_RECORD = "checkpoint.json"  # inside <MOD>/, written last: its presence means the checkpoint is complete
 LOG_FILE = "train_log.jsonl"
@@ -86,14 +91,8 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     with open(log_path, "a", encoding="utf-8") as fh, \
             tqdm(total=getattr(quantizer, "epochs", 1), desc=f"{modality} ({cfg.method})", unit="epoch",
                  file=sys.stderr, disable=None) as bar:
-        def log(epoch_record: dict) -> None:
-            history.append(epoch_record)
-            fh.write(json.dumps({"modality": modality, **epoch_record}) + "\n")
-            fh.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{epoch_record['loss']:.4g}", dead=sum(epoch_record["dead_codes"]))
-
-        quantizer.fit(x_train, x_test, log=log)  # val_recon = held-out test tracks, for monitoring only
+        # val_recon = held-out test tracks, for monitoring only
+        quantizer.fit(x_train, x_test, log=_progress_logger(fh, bar, history, modality))
     quantizer.save(ckpt_dir)
     record = {"modality": modality, "method": cfg.method, "settings": settings, "status": "trained",
               "train": int(len(train_rows)), "test": int(len(test_rows)), "dim": int(x_train.shape[1]),
@@ -103,7 +102,108 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     return quantizer, record
 
 
+def _progress_logger(fh, bar, history: list[dict], label: str | None):
+    """One epoch record -> history, the JSONL log (tagged with the modality or group) and the progress bar."""
+    def log(epoch_record: dict) -> None:
+        history.append(epoch_record)
+        fh.write(json.dumps({"modality": label, **epoch_record}) + "\n")
+        fh.flush()
+        bar.update(1)
+        bar.set_postfix(loss=f"{epoch_record['loss']:.4g}", dead=sum(epoch_record["dead_codes"]))
+    return log
+
+
+def load_pairs(cfg: TrainConfig, track_ids: list[str], train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Co-occurring pairs of training tracks in the training playlists -> (int [P, 2] indices into train_rows,
+    float [P] normalised co-occurrence, record)."""
+    run_dir = Path(cfg.run_dir)
+    playlists_path = cfg.playlists or run_dir / "playlists.jsonl"
+    train_ids = cfg.train_playlists or run_dir / "splits" / "playlists_train.txt"
+    if train_ids != "all" and not Path(train_ids).exists():
+        raise FileNotFoundError(f"{train_ids}: no list of training playlists; {cfg.method} learns from playlist "
+                                "co-occurrence and must not see evaluation playlists (write the split with "
+                                "data_gen.split, pass --train_playlists FILE, or --train_playlists all where no "
+                                "playlist is used for evaluation)")
+    playlists, record = training_playlists(playlists_path, str(train_ids))
+    row_of = {track_ids[r]: i for i, r in enumerate(train_rows)}
+    pairs, scores = cooccurrence_pairs(playlists, row_of, len(train_rows))
+    return pairs, scores, {**record, "pairs": int(len(pairs))}
+
+
+def run_joint(cfg: TrainConfig) -> dict:
+    """Train one joint quantizer on every requested modality (see the module docstring)."""
+    store = EmbeddingStore(cfg.run_dir)
+    out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "tokenizers" / cfg.method)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    available = store.modalities()
+    requested = parse_modalities(cfg.modalities)
+    skipped = {m: f"no embeddings in this run ({store.info(m).get('status')})" for m in requested if m not in available}
+    if skipped and cfg.modalities not in (None, "", "all"):
+        raise ValueError(f"{store.dir}: requested modalities without embeddings: " + "; ".join(skipped))
+    inputs = [m for m in requested if m in available]
+    if not inputs:
+        raise ValueError(f"{store.dir}: none of the requested modalities has embeddings")
+    track_ids = store.track_ids
+    is_test = split_tracks(track_ids, cfg.test_fraction, cfg.seed)
+    split = write_split(out_dir, track_ids, is_test, cfg)
+    tokenizer = JointTokenizer(cfg.tokenizer_config(), build_joint_quantizer(cfg), {m: store.dim(m) for m in inputs})
+    presence = {m: store.presence(m) for m in inputs}
+    train_rows = np.flatnonzero(~is_test & np.any(np.stack([presence[m] for m in inputs], axis=1), axis=1))
+    settings = config_hash({**cfg.model_settings(), "inputs": inputs,
+                            "embeddings": {m: {k: store.info(m).get(k) for k in ("settings", "dim", "present")}
+                                           for m in inputs}})
+    ckpt_dir, record_path = out_dir / JointTokenizer.JOINT_DIR, out_dir / JointTokenizer.JOINT_DIR / CHECKPOINT_RECORD
+    record = json.loads(record_path.read_text()) if record_path.exists() and not cfg.overwrite else {}
+    if record.get("settings") == settings:
+        tokenizer.quantizer = JOINT_QUANTIZERS[cfg.method].load(ckpt_dir, device=cfg.device)
+        record = {**record, "status": "reused"}
+    else:
+        for m in inputs:
+            store.check_finite(m, np.flatnonzero(presence[m]))
+        x, present = tokenizer.read_inputs(store, train_rows)
+        pairs = scores = None
+        pair_record = None
+        if cfg.method == "fusid":
+            pairs, scores, pair_record = load_pairs(cfg, track_ids, train_rows)
+        log_path = out_dir / LOG_FILE
+        log_path.unlink(missing_ok=True)
+        history: list[dict] = []
+        t0 = time.time()
+        with open(log_path, "a", encoding="utf-8") as fh, \
+                tqdm(total=getattr(tokenizer.quantizer, "epochs", 1), desc=cfg.method, unit="epoch", file=sys.stderr,
+                     disable=None) as bar:
+            tokenizer.quantizer.fit(x, present, pairs, log=_progress_logger(fh, bar, history, "joint"),
+                                    pair_scores=scores)
+        tokenizer.quantizer.save(ckpt_dir)
+        record = {"method": cfg.method, "settings": settings, "status": "trained", "inputs": inputs,
+                  "train": int(len(train_rows)), "test": int(is_test.sum()), "pairs": pair_record,
+                  "codebook_sizes": {g: list(s) for g, s in tokenizer.codebook_sizes.items()},
+                  "seconds": round(time.time() - t0, 2), "epochs": [h for h in history if h.get("epoch") != "pq"][-1:],
+                  "final": history[-1] if history else {}}
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+    tokenizer.save(out_dir)
+    db = tokenizer.encode_store(store, disambiguate=False)
+    conflicts = {"before_disambiguation": db.conflict_stats()}
+    if cfg.disambiguate:
+        db = db.with_disambiguation()
+        conflicts["after_disambiguation"] = db.conflict_stats()
+    db.meta["tokenizer_dir"] = str(out_dir)
+    db.save(out_dir)
+    counts = {"tracks": len(track_ids), "split": split, "joint": {k: record.get(k) for k in
+                                                                  ("status", "inputs", "train", "test", "pairs",
+                                                                   "codebook_sizes", "seconds", "final")},
+              "modalities": {}, "skipped": skipped, "present": {g: int(db.presence(g).sum()) for g in db.modalities},
+              "vocabulary_size": len(db.vocabulary())}
+    write_manifest(out_dir / "manifest.json", "tokenize", cfg,
+                   inputs={"tracks": store.dir / "tracks.parquet", "presence": store.dir / "presence.npy",
+                           "embeddings_manifest": store.dir / "manifest.json"},
+                   counts=counts, extra={"conflicts": conflicts})
+    return {**counts, "conflicts": conflicts, "out_dir": str(out_dir)}
+
+
 def run(cfg: TrainConfig) -> dict:
+    if cfg.method in JOINT_METHODS:
+        return run_joint(cfg)
     store = EmbeddingStore(cfg.run_dir)
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "tokenizers" / cfg.method)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +260,18 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def summary_table(summary: dict) -> str:
+    if summary.get("joint"):
+        j = summary["joint"]
+        final = {k: v for k, v in (j.get("final") or {}).items() if isinstance(v, (int, float)) and k != "epoch"}
+        lines = [f"joint quantizer ({j['status']}): inputs {', '.join(j['inputs'] or [])}; {j['train']:,} training "
+                 f"tracks; codebooks {j['codebook_sizes']}; {j['seconds']} s",
+                 f"co-occurrence pairs: {j['pairs']}" if j.get("pairs") else "co-occurrence pairs: not used",
+                 "last log record: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items())]
+        for name, c in summary["conflicts"].items():
+            lines.append(f"\n{name.replace('_', ' ')}: conflict rate {c['conflict_rate']:.4f} "
+                         f"({c['tracks_in_conflict']:,} tracks in {c['conflict_groups']:,} groups, "
+                         f"{c['cardinality']:,} distinct IDs)")
+        return "\n".join(lines)
     lines = ["| modality | status | train | test | codebooks | recon | test recon | dead codes |",
              "|---|---|---|---|---|---|---|---|"]
     for m, s in summary["modalities"].items():
