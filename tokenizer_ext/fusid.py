@@ -99,7 +99,7 @@ class FusIDQuantizer(JointQuantizer):
 
     def __init__(self, codebook_sizes: tuple[int, ...] = (1024,) * 5, sub_embedding_dim: int = 128,
                  fusion_hidden_dim: int = 2048, reg_weight: float = 0.2, variance_target: float = 1.0,
-                 lr: float = 5e-4, batch_size: int = 128, epochs: int = 20, seed: int = 0,
+                 lr: float = 5e-4, batch_size: int = 128, epochs: int = 100, seed: int = 0,
                  full_batch_max_rows: int = 65536, device: str = "auto", encode_batch_rows: int = 65536):
         self.settings = {"codebook_sizes": [int(k) for k in codebook_sizes], "sub_embedding_dim": sub_embedding_dim,
                          "fusion_hidden_dim": fusion_hidden_dim, "reg_weight": reg_weight,
