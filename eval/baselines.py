@@ -70,8 +70,8 @@ def _rank_scores(scores: np.ndarray, k: int) -> np.ndarray:
 class BM25Retriever:
     """Okapi BM25 with the Lucene idf (never negative). For a query q and track text d of length |d| tokens:
 
-        score(q, d) = sum over query tokens t of  idf(t) * tf(t, d) * (k1 + 1) / (tf(t, d) + k1 * (1 - b + b |d| / avgdl))
-        idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+        score(q, d) = sum over query tokens t of idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl))
+        idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5)),   tf = tf(t, d) = count of t in d
 
     A token repeated in the query counts once per repetition; tokens no track has score nothing. The catalog side
     is one sparse matrix [N, vocabulary] of the per-(track, token) terms, so a batch of queries is one product."""

@@ -27,6 +27,8 @@ from tokenizer_ext.tokens import MISSING, get_group, is_joint_group
 SCORE_CHUNK_BYTES = 32 << 20  # small enough for the allocator to reuse it
 PRUNE_MIN_TRACKS = 20_000  # below this many tracks search_codes scores every track
 PRUNE_MAX_CANDIDATE_SHARE = 1 / 64  # the pruned path gives up when more tracks than this share need exact scores
+PRUNE_WEIGHT_STEPS = 7  # unequal float weights are bounded from above in steps of max weight / 7
+PRUNE_MAX_WHOLE_WEIGHT = 1023  # whole-number weights up to this are summed exactly as integers
 
 
 @dataclass(frozen=True)
@@ -295,66 +297,53 @@ class HierarchicalIndex:
                        ) -> tuple[np.ndarray, np.ndarray] | None:
         """Exact top-k for positive weights without scoring every track; None when it cannot prune.
 
-        A track's score is a sum of c entries, one per (modality, level) prefix it shares with the query, so it
-        lies between the sums of the c smallest and the c largest entry weights. c is counted for all tracks at
-        once by bit-sliced addition of the posting lists as bitmaps (the long level-1 lists over all N / 64 words,
-        the short deeper lists only on their own words). The k-th largest lower bound is a threshold theta; only
-        tracks whose upper bound reaches theta can be in the top-k, and those few are scored exactly, summing the
-        weights in the same order as `score_codes` (so the floats, hence ties, are identical). With equal weights
-        the bounds are the scores: all tracks of one count tie, and only the lowest rows of the last count needed
-        are scored."""
+        A track's score is the sum of the weights of the (modality, level) prefixes it shares with the query. With
+        u = ceil(w / delta) per modality, U = sum of u over the shared prefixes bounds the score from above
+        (delta U). U is computed for all tracks at once as a bit-sliced integer: a modality adds u times its depth
+        of match, whose two bits are XORs of its nested posting-list bitmaps, through carry-save adders (O(N / 64)
+        word operations). The k tracks of largest U are scored exactly; the k-th best of those scores, theta, is
+        reached by the true k-th best, so only tracks with delta U >= theta can be in the top-k, and those are
+        scored exactly, summing the weights in the order of `score_codes` (same floats, hence same ties). When
+        the weights are equal or whole numbers, delta makes U the exact score: tracks with equal U then have equal
+        floats, so the top-k are the tracks above the k-th largest U and the lowest rows at it."""
         if k <= 0 or not paths:
             return None
+        weights = np.array([p[0] for p in paths])
+        if (weights == weights[0]).all():
+            delta, exact = float(weights[0]), True
+        elif (weights == np.round(weights)).all() and weights.max() <= PRUNE_MAX_WHOLE_WEIGHT:
+            delta, exact = 1.0, True
+        else:
+            delta, exact = float(weights.max()) / PRUNE_WEIGHT_STEPS, False
+        units = np.ceil(weights / delta).astype(np.int64)
         bits, row_of = self._level1_bitmaps()
         words = bits.shape[1]
-        entries = np.array([w for w, cols, _, _ in paths for _ in cols])
-        planes = [np.zeros(words, np.uint64) for _ in range(len(entries).bit_length())]
-        scratch = np.empty(words, np.uint64)
+        # each modality adds unit * depth, depth = shared levels (0..3) as two bit planes of nested posting lists
+        depth_bits, flags = [], np.zeros(64 * words, bool)
         for _, cols, _, _ in paths:
-            carry = bits[row_of[cols[0]]].copy()
-            for plane in planes:  # ripple-carry add of one bit per track, over all words
-                np.bitwise_and(plane, carry, out=scratch)
-                plane ^= carry
-                carry, scratch = scratch, carry
-            for col in cols[1:]:
-                at, carry = _sparse_bitmap(self._postings(col))
-                for plane in planes:  # the same, on the few words this list touches
-                    old = plane[at]
-                    plane[at] = old ^ carry
-                    carry = old & carry
+            levels = [bits[row_of[cols[0]]]] + [_bitmap(self._postings(col), words, flags) for col in cols[1:]]
+            odd = levels[0]
+            for deeper in levels[1:]:
+                odd = odd ^ deeper
+            depth_bits.append([odd] + levels[1:2])  # bit 0: 1 or 3 levels; bit 1: 2 or more levels
+
+        terms = [(plane, int(u) << j) for u, planes in zip(units, depth_bits) for j, plane in enumerate(planes)]
         valid = ~_bitmap(exclude, words)
         valid[-1] &= _tail_mask(self.num_tracks)
-        top = len(entries)
-
-        def with_count(c: int) -> np.ndarray:
-            m = valid.copy()
-            for j, plane in enumerate(planes):
-                m &= plane if (c >> j) & 1 else ~plane
-            return m
-
-        w_sorted = np.sort(entries)
-        low = np.r_[0.0, np.cumsum(w_sorted)]  # low[c]: sum of the c smallest entries
-        high = np.r_[0.0, np.cumsum(w_sorted[::-1])]  # high[c]: sum of the c largest
-        masks, found, c_lo = {}, 0, top
-        while c_lo > 0:
-            masks[c_lo] = with_count(c_lo)
-            found += int(np.bitwise_count(masks[c_lo]).sum())
-            if found >= k:
-                break
-            c_lo -= 1
-        if c_lo == 0:
+        upper = _bit_sliced_sum(terms, words)
+        at_least, equal, v = _kth_largest(upper, k, valid)
+        if v == 0:
             return None  # fewer than k tracks share a prefix with the query: nothing to prune
-        slack = 1e-9 * high[-1]  # the bounds are summed in another order than the scores
-        c_min = max(1, int(np.searchsorted(high, low[c_lo] - slack)))
-        equal = w_sorted[0] == w_sorted[-1]
-        parts, budget = [], max(int(self.num_tracks * PRUNE_MAX_CANDIDATE_SHARE), k)
-        for c in range(top, c_min - 1, -1):
-            mask = masks[c] if c in masks else with_count(c)
-            parts.append(_rows_of(mask, limit=k if equal and c == c_lo else None))
-            budget -= len(parts[-1])
-            if budget < 0:
-                return None  # bounds too loose (very unequal weights): scoring every track is cheaper
-        rows = np.sort(np.concatenate(parts))
+        # the tracks above the k-th largest U, and the lowest rows at it (in the exact case, the answer)
+        rows = np.concatenate([_rows_of(at_least & ~equal), _rows_of(equal, limit=k)])
+        if not exact:
+            seeds = self._exact_scores(paths, rows)
+            theta = np.partition(seeds, len(seeds) - k)[len(seeds) - k]
+            candidates = _at_least(upper, int(np.ceil(theta * (1 - 1e-9) / delta)), valid)
+            if int(np.bitwise_count(candidates).sum()) > max(k, int(self.num_tracks * PRUNE_MAX_CANDIDATE_SHARE)):
+                return None  # bounds too loose: scoring every track is cheaper
+            rows = _rows_of(candidates)
+        rows = np.sort(rows)
         scores = self._exact_scores(paths, rows)
         order = np.lexsort((rows, -scores))[:k]
         return rows[order], scores[order]
@@ -371,21 +360,81 @@ class HierarchicalIndex:
         return scores
 
 
-def _bitmap(rows: np.ndarray, words: int) -> np.ndarray:
-    """Sorted unique rows -> uint64 [words] bitmap (bit j of word i = row 64 i + j)."""
+_BIT = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))  # _BIT[j]: the word with bit j set
+
+
+def _bitmap(rows: np.ndarray, words: int, flags: np.ndarray | None = None) -> np.ndarray:
+    """Unique rows -> uint64 [words] bitmap (bit j of word i = row 64 i + j). `flags`: an all-False bool scratch of
+    64 * words entries, left all-False; long lists go through it (packbits), short ones are OR-ed in place."""
+    rows = np.asarray(rows)
+    if flags is not None and 4 * len(rows) > words:
+        flags[rows] = True
+        out = np.packbits(flags, bitorder="little").view(np.uint64)
+        flags[rows] = False
+        return out
     out = np.zeros(words, np.uint64)
-    at, value = _sparse_bitmap(rows)
-    out[at] = value
+    np.bitwise_or.at(out, rows >> 6, _BIT[rows & 63])
     return out
 
 
-def _sparse_bitmap(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique rows -> (int64 word positions, uint64 words): the non-zero words of their bitmap."""
-    rows = np.asarray(rows, dtype=np.int64)
-    word = rows >> 6
-    starts = np.r_[0, np.flatnonzero(np.diff(word)) + 1] if len(rows) else np.zeros(0, np.int64)
-    bits = np.left_shift(np.uint64(1), (rows & 63).astype(np.uint64))
-    return word[starts], (np.bitwise_or.reduceat(bits, starts) if len(rows) else bits)
+def _bit_sliced_sum(terms: list[tuple[np.ndarray, int]], words: int) -> list[np.ndarray]:
+    """(uint64 [words] bitmap, whole constant) terms -> per track, the sum of the constants of the bitmaps it is
+    in, as bit planes (plane j = bit j of the sum). Carry-save adders column by column: each full adder takes
+    three bitmaps of one column, leaves their sum bit there and moves the carry one column up (5 operations)."""
+    total = sum(c for _, c in terms)
+    columns: list[list[np.ndarray]] = [[] for _ in range(max(1, total.bit_length()) + 1)]
+    for bitmap, c in terms:
+        for j in range(c.bit_length()):
+            if (c >> j) & 1:
+                columns[j].append(bitmap)
+    planes, scratch = [], np.empty(words, np.uint64)
+    for j, column in enumerate(columns[:-1]):
+        while len(column) > 1:
+            if len(column) >= 3:
+                a, b, c = column.pop(), column.pop(), column.pop()
+                carry, total = a & b, a ^ b
+                np.bitwise_and(c, total, out=scratch)
+                carry |= scratch
+                total ^= c
+                column.append(total)
+                columns[j + 1].append(carry)
+            else:
+                a, b = column.pop(), column.pop()
+                column.append(a ^ b)
+                columns[j + 1].append(a & b)
+        planes.append(column[0] if column else np.zeros(words, np.uint64))
+    return planes
+
+
+def _kth_largest(planes: list[np.ndarray], k: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Bit-sliced integers -> (bitmap of valid tracks with value >= v, bitmap of those with value == v, v) for the
+    largest v that at least k valid tracks reach (0 if fewer than k are valid). One pass from the top bit down."""
+    greater, equal, count_greater, v = np.zeros_like(valid), valid.copy(), 0, 0
+    for j in range(len(planes) - 1, -1, -1):
+        with_bit = equal & planes[j]
+        n = int(np.bitwise_count(with_bit).sum())
+        if count_greater + n >= k:
+            v |= 1 << j
+            equal = with_bit
+        else:
+            greater |= with_bit
+            count_greater += n
+            equal &= ~planes[j]
+    return greater | equal, equal, v
+
+
+def _at_least(planes: list[np.ndarray], v: int, valid: np.ndarray) -> np.ndarray:
+    """Bitmap of the valid tracks whose bit-sliced value is >= v."""
+    if v >= 1 << len(planes):
+        return np.zeros_like(valid)
+    greater, equal = np.zeros_like(valid), valid.copy()
+    for j in range(len(planes) - 1, -1, -1):
+        if (v >> j) & 1:
+            equal &= planes[j]
+        else:
+            greater |= equal & planes[j]
+            equal &= ~planes[j]
+    return greater | equal
 
 
 def _tail_mask(n: int) -> np.uint64:

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from eval import matching
 from eval.matching import HierarchicalIndex, brute_force_scores, top_k
 from tests.eval.helpers import random_db
 from tokenizer_ext.token_db import TokenDB
@@ -124,16 +125,24 @@ def test_index_over_a_subset_of_modalities_equals_zero_weights():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pruned_search_equals_scoring_every_track(seed):
+def test_pruned_search_equals_scoring_every_track(seed, monkeypatch):
     """The pruned path of search_codes returns the same rows and floats as the dense one and as brute force."""
     rng = np.random.default_rng(seed)
     db = random_db(n=400, sizes={"BM": (4, 3, 5), "SC": (3, 4), "TC": (5, 2, 3), "ST": (2, 2, 2)}, missing=0.15,
                    seed=seed)
     pruned, dense = HierarchicalIndex.from_token_db(db), HierarchicalIndex.from_token_db(db)
     pruned.min_tracks_for_pruning, dense.min_tracks_for_pruning = 0, 10**9
-    for trial in range(30):
-        weights = None if trial % 3 == 0 else {m: float(rng.choice([0.5, 1.0, 1.3, 2.0, 0.0]) if trial % 3 == 1
-                                                        else rng.uniform(0.05, 3.0)) for m in db.modalities}
+    monkeypatch.setattr(matching, "PRUNE_MAX_CANDIDATE_SHARE", 1.0)  # never give up for loose bounds here
+    answered = []
+    search_pruned = HierarchicalIndex._search_pruned
+    monkeypatch.setattr(HierarchicalIndex, "_search_pruned",
+                        lambda self, *a: answered.append(search_pruned(self, *a)) or answered[-1])
+    weightings = [lambda: None,  # equal
+                  lambda: {m: float(rng.integers(0, 4)) for m in db.modalities},  # whole numbers (0 = ignored)
+                  lambda: {m: float(rng.choice([0.5, 1.3, 2.0])) for m in db.modalities},
+                  lambda: {m: float(rng.uniform(0.05, 3.0)) for m in db.modalities}]
+    for trial in range(40):
+        weights = weightings[trial % 4]()
         q = int(rng.integers(db.num_tracks))
         if trial % 2:  # each modality from another track: prefixes exist, but rarely together
             codes = {m: db.codes[m][int(rng.integers(db.num_tracks))].tolist() for m in db.modalities}
@@ -148,3 +157,14 @@ def test_pruned_search_equals_scoring_every_track(seed):
         if trial % 2 == 0:
             reference = brute_force_scores(db, q, weights)
             assert rows.tolist() == reference_ranking(reference, k, exclude=exclude)
+    assert sum(a is not None for a in answered) >= 36  # the pruned path answered, not the dense fallback
+
+
+def test_pruned_search_leaves_negative_weights_to_the_dense_path():
+    db = random_db(n=300, seed=9)
+    index = HierarchicalIndex.from_token_db(db)
+    index.min_tracks_for_pruning = 0
+    codes = {m: db.codes[m][5].tolist() for m in db.modalities}
+    weights = {"BM": 1.0, "SC": -2.0, "TC": 0.5}
+    rows, _ = index.search_codes(codes, weights, k=12)
+    assert rows.tolist() == reference_ranking(brute_force_scores(db, 5, weights), 12)
