@@ -65,18 +65,19 @@ class PackedCollator:
         }
 
 
-def _varlen_kwargs() -> tuple[object | None, dict, bool]:
-    """-> (varlen_attn or None, causal kwargs, supports enable_gqa); the signature changed across torch releases."""
+def _varlen_kwargs() -> tuple[object | None, dict, bool, bool]:
+    """-> (varlen_attn or None, causal kwargs, takes enable_gqa, takes scale); its signature changed across torch
+    releases (2.10: is_causal; later: window_size, enable_gqa, scale)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        return None, {}, False
+        return None, {}, False, False
     params = inspect.signature(varlen_attn).parameters
     causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
-_VARLEN_ATTN, _VARLEN_CAUSAL, _VARLEN_GQA = _varlen_kwargs()
+_VARLEN_ATTN, _VARLEN_CAUSAL, _VARLEN_GQA, _VARLEN_SCALE = _varlen_kwargs()
 
 
 def dense_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
@@ -107,13 +108,17 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
     v = value[0].transpose(0, 1).contiguous()
     if q.is_cuda and _VARLEN_ATTN is not None:
         kw = dict(_VARLEN_CAUSAL)
+        if _VARLEN_SCALE:
+            kw["scale"] = scale
+        elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
+            raise ValueError("this torch release's varlen_attn has no scale argument; the model needs one")
         if k.shape[1] != q.shape[1]:
             if _VARLEN_GQA:
                 kw["enable_gqa"] = True
             else:
                 rep = q.shape[1] // k.shape[1]
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scale, **kw)
+        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, **kw)
     else:
         out = dense_document_attention(q, k, v, cu_seq_lens_q, scale)
     return out.unsqueeze(0), None

@@ -136,10 +136,10 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger):
     batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
     losses = []
     for compile_layers in (False, True):
-        model = tiny_model("sdpa", device="cuda").train()
+        model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16).train()  # flash varlen: bf16/fp16 only
         prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers)
         loss, _ = answer_only_loss(model, batch)
         loss.backward()
-        losses.append((loss.item(), model.lm_head.weight.grad.norm().item()))
+        losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
     (l0, g0), (l1, g1) = losses
-    assert abs(l0 - l1) < 1e-3 * l0 and abs(g0 - g1) < 1e-2 * g0, losses
+    assert abs(l0 - l1) < 2e-2 * l0 and abs(g0 - g1) < 5e-2 * g0, losses

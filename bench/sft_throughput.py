@@ -1,0 +1,254 @@
+"""Stock TRL SFTTrainer vs the recipe's fast path, in one process on one GPU: recipe YAML + D_qt + token DB -> a
+markdown table of non-padding tokens/s per GPU, MFU, peak memory, and both loss curves over the same first steps.
+
+    python bench/sft_throughput.py --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
+        --token_db_dir .carry_sft/tok --dqt_path .carry_sft/dqt.parquet --out runs/bench/sft_throughput.json
+
+Every row builds the model through the recipe (recipes/sft_3mtoken.py: load_model_and_data, build_trainer) with the
+same seed, so every row starts from the same weights and sees the same examples in the same order; only the
+per-device batch and the fast-path switches differ. Model FLOPs per step = 6 x non-embedding parameters x tokens
++ 6 x LM-head parameters x answer tokens (the loss needs the head there only) + causal attention 6 x L^2 x d per
+example and layer; MFU = that / step time / --peak_tflops (989 TFLOP/s: dense bf16 of an H100/H200 SXM). Timing
+starts after --warmup steps (compilation, allocator warm-up) and ends at the last step, with a device sync at both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, set_seed
+from trl import ModelConfig, SFTConfig, TrlParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
+from recipes.sft_3mtoken import SFTScriptArguments, build_trainer, load_model_and_data  # noqa: E402
+from tokenizer_ext.model_utils import load_tokenizer, random_init_causal_lm  # noqa: E402
+from tokenizer_ext.token_db import TokenDB  # noqa: E402
+from tokenizer_ext.vocab import extend_model_vocabulary  # noqa: E402
+
+# key -> (label, fast_path, compile, liger, batch, gradient checkpointing). TRL's SFTConfig turns gradient
+# checkpointing on by default; the fast path turns it off (peak memory stays far below the card). Liger rows last:
+# Liger patches transformers' Qwen2 module globally.
+ROWS = {  # run order
+    "stock32": ("stock TRL SFTTrainer (defaults: padding, gradient checkpointing), batch 32",
+                False, False, False, 32, True),
+    "fast32_compile": ("fast path (packed varlen, answer-only head, no checkpointing) + compile per layer, batch 32",
+                       True, True, False, 32, False),
+    "stock128": ("stock TRL SFTTrainer, padding, batch 128 (best stock setting of the issue)",
+                 False, False, False, 128, True),
+    "stock128_nogc": ("stock TRL SFTTrainer, padding, batch 128, gradient checkpointing off",
+                      False, False, False, 128, False),
+    "fast128": ("fast path: packed rows + varlen attention + answer-only head, no checkpointing, batch 128",
+                True, False, False, 128, False),
+    "fast128_compile": ("fast path + torch.compile per decoder layer, batch 128", True, True, False, 128, False),
+    "fast256_compile": ("fast path + torch.compile per decoder layer, batch 256", True, True, False, 256, False),
+    "fast128_liger": ("fast path + Liger RMSNorm/SwiGLU/RoPE (no compile), batch 128", True, False, True, 128, False),
+    "fast128_liger_compile": ("fast path + Liger + torch.compile per decoder layer, batch 128",
+                              True, True, True, 128, False),
+}
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a smoke run of the script on a tiny config
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepClock(TrainerCallback):
+    """Wall time between the end of step `start` and the end of the last step, with a device sync at both."""
+
+    def __init__(self, start: int):
+        self.start, self.t0, self.t1 = start, None, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.start or state.global_step == state.max_steps:
+            sync()
+            if state.global_step == self.start:
+                self.t0 = time.perf_counter()
+            else:
+                self.t1 = time.perf_counter()
+
+
+class CollatorRecorder:
+    """Wraps a data collator; per collated batch: non-padding tokens, answer tokens, sum of squared lengths."""
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, features):
+        lens = [len(f["input_ids"]) for f in features]
+        answer = sum(sum(1 for t in f["labels"][1:] if t != -100) if "labels" in f else
+                     sum(f.get("completion_mask", [])) for f in features)
+        self.batches.append((sum(lens), answer, sum(n * n for n in lens)))
+        return self.collator(features)
+
+
+def model_flops(model, tokens: int, answer: int, sq_lens: int) -> float:
+    cfg = model.config
+    emb = model.get_input_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - emb  # tied head: counted once, as the embedding
+    head = cfg.vocab_size * cfg.hidden_size
+    d_attn = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    attention = 6 * d_attn * cfg.num_hidden_layers * sq_lens  # causal: half of 4 L^2 d forward, x3 with backward
+    return 6 * body * tokens + 6 * head * answer + attention
+
+
+def fresh_model(script_args, training_args, model_args):
+    """The recipe's model (random init from the JSON config, vocabulary extension) built on the GPU, seeded."""
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or model_args.model_name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    with torch.device(DEVICE):
+        model = random_init_causal_lm(script_args.random_init_config, dtype=model_args.dtype,
+                                      attn_implementation=model_args.attn_implementation)
+    vocab_info = extend_model_vocabulary(model, tokenizer, TokenDB.load(script_args.token_db_dir).vocabulary(),
+                                         pad_to_multiple_of=script_args.pad_vocab_to_multiple_of,
+                                         init_noise_std=script_args.new_token_init_noise, seed=training_args.seed)
+    return model, tokenizer, vocab_info
+
+
+def run_row(key, script_args, training_args, model_args, dataset, steps, warmup, peak_tflops,
+            batch_override: int | None = None) -> dict:
+    label, fast, compile_layers, liger, batch, checkpointing = ROWS[key]
+    batch = batch_override or batch
+    sa = copy.deepcopy(script_args)
+    sa.fast_path, sa.fast_path_compile, sa.fast_path_liger = fast, compile_layers, liger
+    ta = copy.deepcopy(training_args)
+    ta.per_device_train_batch_size, ta.max_steps, ta.gradient_checkpointing = batch, steps, checkpointing
+    model, tokenizer, vocab_info = fresh_model(sa, ta, model_args)
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer = build_trainer(sa, ta, model_args, model, tokenizer, dataset, vocab_info)
+    recorder = CollatorRecorder(trainer.data_collator)
+    trainer.data_collator = recorder
+    clock = StepClock(warmup)
+    trainer.add_callback(clock)
+    losses = []  # kept on the device: no extra host sync per step
+    step = trainer.training_step
+    trainer.training_step = lambda *a, **k: losses.append(step(*a, **k)) or losses[-1]
+    t_start = time.perf_counter()
+    trainer.train()
+    total_s = time.perf_counter() - t_start
+    timed = recorder.batches[warmup:steps]
+    tokens, answer, sq = (sum(b[i] for b in timed) for i in range(3))
+    seconds = clock.t1 - clock.t0
+    flops = model_flops(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module,
+                        tokens, answer, sq)
+    row = {"key": key, "label": label, "batch": batch, "steps": steps, "timed_steps": steps - warmup,
+           "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0, "train_wall_s": total_s,
+           "mean_tokens_per_example": tokens / (batch * len(timed)), "losses": [float(x) for x in losses]}
+    del trainer, model, losses
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
+
+
+def matmul_tflops(m: int = 8192, n: int = 8960, k: int = 1536, reps: int = 50) -> float:
+    """bf16 GEMM rate at the MLP shape of one packed row (what the card's matmuls reach here, for context)."""
+    a, b = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16), torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * m * n * k * reps / (time.perf_counter() - t) / 1e12
+
+
+def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
+    print(f"\n### SFT throughput, one GPU ({device}), {rows[0]['steps']} steps per row\n")
+    print("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | loss step 1 -> last |")
+    print("|---|---|---|---|---|---|---|")
+    base = next((r["tokens_per_s"] for r in rows if r["key"] == "stock32"), None)
+    for r in rows:
+        ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "-"
+        print(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
+              f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
+    parity = {}
+    by_key = {r["key"]: r for r in rows}
+    for stock, fast in (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128"),
+                        ("stock128", "fast128_liger"), ("stock128", "stock128_nogc")):
+        if stock in by_key and fast in by_key:
+            a, b = by_key[stock]["losses"], by_key[fast]["losses"]
+            diffs = [abs(x - y) / x for x, y in zip(a, b)]
+            tail = min(10, len(a))  # the mean of the last steps smooths the step-to-step bf16 noise
+            tail_diff = abs(sum(a[-tail:]) - sum(b[-tail:])) / sum(a[-tail:])
+            parity[f"{stock} vs {fast}"] = {"max_rel_diff": max(diffs), "last_steps_rel_diff": tail_diff,
+                                            "pass": max(diffs) <= parity_tol}
+            print(f"\nLoss parity, {by_key[stock]['label']} vs {by_key[fast]['label']} "
+                  f"(same examples per step, same learning rate):\n")
+            print("| step | " + " | ".join(str(i + 1) for i in range(0, len(a), max(1, len(a) // 10))) + " |")
+            print("|---|" + "---|" * len(range(0, len(a), max(1, len(a) // 10))))
+            for name, c in (("stock", a), ("fast", b)):
+                print(f"| {name} | " + " | ".join(f"{c[i]:.3f}" for i in range(0, len(a), max(1, len(a) // 10))) + " |")
+            print(f"\nmax relative difference over {len(a)} steps: {max(diffs):.4f} "
+                  f"({'PASS' if max(diffs) <= parity_tol else 'FAIL'} at tolerance {parity_tol}); mean of the last "
+                  f"{tail} steps: {sum(a[-tail:]) / tail:.4f} vs {sum(b[-tail:]) / tail:.4f} ({tail_diff:.4f})")
+    return parity
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False)
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {list(ROWS)}")
+    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per row (same LR schedule in every row)")
+    ap.add_argument("--warmup", type=int, default=10, help="steps before the clock starts")
+    ap.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM)")
+    ap.add_argument("--batch", type=int, default=None, help="override every row's batch (CPU smoke runs)")
+    ap.add_argument("--parity_tol", type=float, default=0.01, help="max relative loss difference per step")
+    ap.add_argument("--time_budget_s", type=float, default=float("inf"), help="skip rows once this much time is spent")
+    ap.add_argument("--out", default=None, help="JSON with every row and loss curve")
+    args, rest = ap.parse_known_args()
+    if "-h" in rest or "--help" in rest:
+        ap.print_help()
+        print("\nall other arguments: the recipe's (--config YAML, --token_db_dir, --dqt_path, ...)")
+        return
+    script_args, training_args, model_args = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config(
+        args=rest + ["--output_dir", tempfile.mkdtemp(), "--save_strategy", "no", "--logging_steps", "1000000",
+                     "--report_to", "none", "--disable_tqdm", "true"])
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
+    start = time.perf_counter()
+    _, _, dataset, counts, _ = load_model_and_data(script_args, training_args, model_args)
+    print(f"D_qt examples: {counts}", flush=True)
+    if DEVICE == "cuda":
+        print(f"bf16 GEMM 8192x1536 @ 1536x8960: {matmul_tflops():.0f} TFLOP/s", flush=True)
+    rows = []
+    for key in args.rows.split(","):
+        if time.perf_counter() - start > args.time_budget_s:
+            print(f"skipping {key}: time budget spent", flush=True)
+            continue
+        print(f"--- {ROWS[key][0]}", flush=True)
+        try:
+            rows.append(run_row(key, script_args, training_args, model_args, dataset, args.steps, args.warmup,
+                                args.peak_tflops, args.batch))
+        except Exception as e:  # report the rows that ran; one failing variant must not hide the others
+            print(f"row {key} failed: {type(e).__name__}: {e}", flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
+        r = rows[-1]
+        print(f"    {r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.1f}%, peak {r['peak_mem_gib']:.1f} GiB, "
+              f"{r['train_wall_s']:.0f} s in train()", flush=True)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"device": device, "rows": rows}, indent=1))
+    parity = print_tables(rows, device, args.parity_tol) if rows else {}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows,
+                                              "parity": parity}, indent=1))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
