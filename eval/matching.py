@@ -14,6 +14,7 @@ Ties are broken deterministically: higher score first, then lower catalog row.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -108,6 +109,7 @@ class HierarchicalIndex:
         self._blocks_of = {m: [b for b in blocks if b.modality == m] for m in modalities}
         self._bitmaps: tuple[np.ndarray, np.ndarray] | None = None  # level-1 posting bitmaps, built on first use
         self._code_arrays: dict[str, np.ndarray] = {}  # codes per modality, read back from X on first use
+        self._scratch = threading.local()
         # below this many tracks search_codes scores every track (the pruned path's setup does not pay off)
         self.min_tracks_for_pruning = PRUNE_MIN_TRACKS
 
@@ -319,7 +321,10 @@ class HierarchicalIndex:
         bits, row_of = self._level1_bitmaps()
         words = bits.shape[1]
         # each modality adds unit * depth, depth = shared levels (0..3) as two bit planes of nested posting lists
-        depth_bits, flags = [], np.zeros(64 * words, bool)
+        flags = getattr(self._scratch, "flags", None)
+        if flags is None:  # one all-False scratch per thread, kept between queries (allocating it costs ~0.2 ms)
+            flags = self._scratch.flags = np.zeros(64 * words, bool)
+        depth_bits = []
         for _, cols, _, _ in paths:
             levels = [bits[row_of[cols[0]]]] + [_bitmap(self._postings(col), words, flags) for col in cols[1:]]
             odd = levels[0]
