@@ -61,3 +61,20 @@ def ranking_metrics(ranked: np.ndarray, relevant: Sequence[Iterable[int]], ks: S
         out[f"recall@{k}"] = float(np.mean(n_found / sizes)) if len(sizes) else 0.0
         out[f"hit@{k}"] = float(np.mean(n_found > 0)) if len(sizes) else 0.0
     return out
+
+
+def ndcg_at_k(ranked: np.ndarray, relevant: Sequence[Iterable[int]], k: int) -> float:
+    """Mean binary-relevance nDCG@k: sum over hits of 1/log2(rank + 1), divided by the best possible sum
+    (min(|R|, k) hits at the top). Every query needs a non-empty relevant set."""
+    ranked = np.asarray(ranked, dtype=np.int64)[:, :k]
+    relevant = [list(r) for r in relevant]
+    sizes = np.array([len(set(r)) for r in relevant])
+    if (sizes == 0).any():
+        raise ValueError("every query needs at least one relevant item")
+    if len(relevant) == 0:
+        return 0.0
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    hits = hit_matrix(ranked, relevant)
+    dcg = (hits * discount[:hits.shape[1]]).sum(axis=1)
+    ideal = np.cumsum(discount)[np.minimum(sizes, k) - 1]
+    return float(np.mean(dcg / ideal))

@@ -40,3 +40,15 @@ def test_k_beyond_the_ranking_and_empty_relevant_sets():
     assert out == {"precision@5": pytest.approx(0.2), "recall@5": 1.0, "hit@5": 1.0}
     with pytest.raises(ValueError, match="relevant"):
         ranking_metrics(np.array([[1, 2]]), [[]], ks=[1])
+
+
+def test_ndcg_by_hand():
+    from eval.metrics import ndcg_at_k
+
+    ranked = np.array([[5, 1, 7], [2, 3, 4]])
+    # query 0: hit at rank 2 only, |R| = 2 -> (1/log2 3) / (1 + 1/log2 3); query 1: no hit
+    expected0 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert ndcg_at_k(ranked, [{1, 9}, {8}], 3) == pytest.approx(expected0 / 2)
+    assert ndcg_at_k(np.array([[1, 2, 3]]), [{1, 2, 3, 4}], 3) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ndcg_at_k(ranked, [{1}, set()], 3)
