@@ -100,7 +100,7 @@ class Recommender:
             gen = self.model.generate(
                 **enc, logits_processor=processors, max_new_tokens=max_new, do_sample=False, num_beams=num_beams,
                 num_return_sequences=num_beams, eos_token_id=self.eot, pad_token_id=self.tokenizer.pad_token_id,
-                return_dict_in_generate=True, output_scores=num_beams == 1)
+                return_dict_in_generate=True, output_scores=True)  # beams: needed for sequences_scores
             seqs = gen.sequences[:, enc["input_ids"].shape[1]:].cpu()
             if num_beams > 1:
                 logprobs = gen.sequences_scores.float().cpu().numpy()

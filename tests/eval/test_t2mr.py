@@ -1,0 +1,100 @@
+"""Recommend + T2MR end to end on a tiny bundle (random Llama, word-level tokenizer with a chat template): every
+generated top beam is a catalog track, rankings are catalog rows, metrics are computed on the same queries for every
+system, and a merged run reproduces the merged system's numbers."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from eval.recommend import Recommender
+from eval.retrieval import parse_sequence
+from eval.t2mr import T2MRConfig, load_queries, run
+from tests.eval.test_decoding import _db, _word_tokenizer
+from tokenizer_ext.bundle import load_bundle, save_bundle_extras
+
+CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("t2mr")
+    db = _db(n=120)
+    db.save(root / "tok")
+    tok = _word_tokenizer(db)
+    tok.chat_template = CHAT
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id))
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    save_bundle_extras(root / "model", root / "tok", system_prompt="you are a music recommender")
+    run_dir = root / "run"
+    run_dir.mkdir()
+    pq.write_table(pa.table({"track_id": db.track_ids, "title": [f"song {i}" for i in range(db.num_tracks)],
+                             "artist": [f"band {i % 7}" for i in range(db.num_tracks)],
+                             "album": ["rock album" if i % 2 else "jazz album" for i in range(db.num_tracks)]}),
+                   run_dir / "catalog.parquet")
+    playlists = [{"playlist_id": "p1", "name": "rock", "tracks": [f"t{i}" for i in range(1, 40, 2)]},
+                 {"playlist_id": "p2", "name": "jazz", "tracks": [f"t{i}" for i in range(0, 40, 2)] + ["unknown"]},
+                 {"playlist_id": "p3", "name": "gone", "tracks": ["not-in-catalog"]}]
+    (run_dir / "eval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in playlists))
+    return root, db
+
+
+def test_recommend_returns_catalog_tracks(bundle):
+    root, db = bundle
+    rec = Recommender(load_bundle(root / "model"), num_beams=3, catalog=root / "run" / "catalog.parquet")
+    out = rec.recommend(["play some rock", "jazz"], k=5)
+    assert [len(r) for r in out] == [5, 5]
+    ids = set(db.track_ids)
+    for tracks in out:
+        assert all(t["track_id"] in ids and t["title"].startswith("song ") for t in tracks)
+        scores = [t["score"] for t in tracks]
+        assert scores == sorted(scores, reverse=True)
+    gens = rec.generate(["rock"])
+    assert rec.well_formed(gens).all() and len(gens[0].beams) == 3
+    # the top beam is a catalog track (catalog mode): retrieving it alone puts a track with exactly its codes first,
+    # with the maximum score (every level of every present group matched)
+    codes, _ = parse_sequence(gens[0].beams[0], db)
+    best = rec.retriever.retrieve(gens[0].beams[:1], k=1)
+    row = int(best.rows[0])
+    assert all(db.codes[m][row].tolist() == codes[m] for m in db.modalities)
+    assert best.scores[0] == sum(len(db.codebook_sizes[m]) for m in db.modalities if codes[m][0] >= 0)
+
+
+def test_load_queries_drops_and_counts(bundle):
+    root, db = bundle
+    names, relevant, counts = load_queries(root / "run" / "eval.jsonl", db.track_ids)
+    assert names == ["rock", "jazz"] and counts["playlists_read"] == 3 and counts["dropped_no_catalog_track"] == 1
+    assert len(relevant[1]) == 20  # the unknown track is not counted
+
+
+def test_t2mr_end_to_end_and_merge(bundle, tmp_path):
+    root, db = bundle
+    cfg = T2MRConfig(run_dir=str(root / "run"), playlists=str(root / "run" / "eval.jsonl"),
+                     out_dir=str(tmp_path / "a"), bundles=[f"Tiny={root / 'model'}"], baselines=["bm25"],
+                     num_beams=2, k=10)
+    result = run(cfg)
+    systems = result["systems"]
+    expected = {"Tiny w/o modality selection", "BM25", *(f"Tiny unimodal {m}" for m in db.modalities)}
+    assert set(systems) == expected
+    for s in systems.values():
+        m = s["metrics"]
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+        assert len(s["ranked_track_ids"]) == 2 and all(len(r) <= 10 for r in s["ranked_track_ids"])
+    assert systems["Tiny w/o modality selection"]["well_formed_top_beam"] == 1.0
+    # BM25 on "rock"/"jazz": the album word decides; every top-10 track of each query is relevant
+    assert systems["BM25"]["metrics"]["P@10"] == pytest.approx(1.0)
+    assert (tmp_path / "a" / "t2mr.md").read_text().count("|") > 10 and (tmp_path / "a" / "t2mr_precision.png").exists()
+    merged = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "b"),
+                            baselines=[], merge=[str(tmp_path / "a" / "t2mr.json")], k=10))
+    for name in expected:
+        assert merged["systems"][name]["metrics"] == pytest.approx(systems[name]["metrics"])
+    np.testing.assert_array_equal(merged["query_texts"], result["query_texts"])
