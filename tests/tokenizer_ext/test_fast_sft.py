@@ -128,6 +128,32 @@ def test_varlen_kernel_matches_dense_reference_cuda():
 
 
 @needs_cuda
+def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
+    from tokenizer_ext import fast_sft
+
+    if fast_sft._VARLEN_ATTN is None:
+        pytest.skip("torch.nn.attention.varlen is not in this torch release")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lens = [70, 93, 64, 101, 5]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    q = torch.randn(1, 12, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1, sum(lens), 12, 128, generator=g, device="cuda")
+    out, _ = fast_sft.varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, cu_seq_lens_q=cu, max_length_q=128)
+    (out.float() * w).sum().backward()
+    grads = [t.grad.float().clone() for t in (q, k, v)]
+    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = fast_sft.dense_document_attention(qf[0].transpose(0, 1), kf[0].transpose(0, 1), vf[0].transpose(0, 1), cu,
+                                            128 ** -0.5).unsqueeze(0)
+    (ref * w).sum().backward()
+    for name, a, b in (("out", out.float(), ref), ("dq", grads[0], qf.grad), ("dk", grads[1], kf.grad),
+                       ("dv", grads[2], vf.grad)):
+        err = ((a - b).norm() / b.norm()).item()
+        assert err < 2e-2, f"{name}: relative error {err:.4f}"
+
+
+@needs_cuda
 @pytest.mark.parametrize("liger", [False, True])
 def test_compiled_fast_path_trains_like_eager_cuda(liger):
     if liger:
