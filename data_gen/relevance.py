@@ -114,8 +114,14 @@ def train(cfg: RelevanceConfig) -> dict:
     if not train_rows or not test_rows:
         raise ValueError(f"{cfg.dr}: need both train and test rows (got {len(train_rows)} / {len(test_rows)})")
     model = RelevanceModel(cfg.encoder, device=cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     targets = torch.tensor([[float(r[m]) for m in MODALITY_NAMES] for r in train_rows])
+    # Start from the constant predictor: the head's bias gives the training mean of each modality, its weights are
+    # small, so training only has to learn how the query moves the scores away from the mean.
+    with torch.no_grad():
+        mean = (targets.mean(0) / MAX_SCORE).clamp(0.01, 0.99)
+        model.head.bias.copy_(torch.log(mean / (1 - mean)).to(cfg.device))
+        model.head.weight.mul_(0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     history = []
     for epoch in range(1, cfg.epochs + 1):
@@ -129,7 +135,7 @@ def train(cfg: RelevanceConfig) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch, "train_mse": total / len(order)})
         print(f"epoch {epoch}: train MSE {history[-1]['train_mse']:.4f}", file=sys.stderr)
     test_target = np.array([[float(r[m]) for m in MODALITY_NAMES] for r in test_rows])

@@ -45,7 +45,8 @@ class T2MRConfig:
         "help": "t2mr.json files of earlier runs on the same queries (e.g. the bundles' run on a GPU machine): "
                 "their systems join this table"})
     baselines: list[str] = field(default_factory=lambda: ["bm25", "dense", "artist_track_name"], metadata={
-        "help": "text baselines: bm25, dense, artist_track_name"})
+        "help": "text baselines: bm25, dense, artist_track_name, or none"})
+    unimodal: bool = field(default=True, metadata={"help": "add the first bundle's unimodal variants"})
     base_model: str = field(default="smollm2", metadata={"help": "base LLM of ArtistTrackName"})
     mode: str = field(default="catalog", metadata={"help": "decoding mask of the bundles"})
     num_beams: int = field(default=4, metadata={"help": "beams per request"})
@@ -119,21 +120,22 @@ def run(cfg: T2MRConfig) -> dict:
         variants = {f"{name} w/o modality selection": None}
         if relevance is not None:
             variants = {name: rec.weights(queries), **variants}
-        if j == 0:
+        if j == 0 and cfg.unimodal:
             for m in rec.db.modalities:
                 variants[f"{name} unimodal {m}"] = [{g: float(g == m) for g in rec.db.modalities}] * len(queries)
         for label, weights in variants.items():
             res = rec.rank(gens, weights, k=cfg.k)
             rankings[label] = _to_catalog_rows([r.rows for r in res], db_ids, row_of, cfg.k)
-            systems[label] = {"kind": "3MTokenRec" if j == 0 else name, "bundle": path,
+            systems[label] = {"kind": name, "bundle": path,
                               "well_formed_top_beam": float(rec.well_formed(gens).mean()),
                               "generate_seconds": round(gen_s, 1)}
         print(f"{name}: generated {len(queries)} x {cfg.num_beams} beams in {gen_s:.0f} s", file=sys.stderr)
 
-    if cfg.baselines:
+    baselines = [b for b in cfg.baselines if b != "none"]
+    if baselines:
         from eval import baselines as bl
 
-        for b in cfg.baselines:
+        for b in baselines:
             t0 = time.perf_counter()
             if b == "bm25":
                 label, system = "BM25", bl.BM25Retriever().fit(catalog)
