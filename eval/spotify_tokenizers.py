@@ -96,7 +96,7 @@ def comparison_markdown(results: dict) -> str:
         out.append(f"| {method} | {sum(x['cur_train'] for x in levels) / len(levels):.3f} | "
                    f"{sum(x['cur_test'] for x in levels) / len(levels):.3f} | {before['cardinality']:,} of "
                    f"{before['tracks']:,} | {before['conflict_rate']:.4f} | {after['conflict_rate']:.4f} |")
-    ks = first["cbr"]["k"]
+    ks = next(iter(results.values()))["cbr"]["k"]
     head = [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks] + [f"Hit@{k}" for k in ks]
     out += ["", "Content-based retrieval on the evaluation playlists (3MToken Table 1), multimodal tokens, equal "
             "weights, same seeds for every row:\n", "| tokenizer | " + " | ".join(head) + " |",
@@ -214,6 +214,8 @@ def run(cfg: SpotifyTokenizerBenchmark) -> Path:
         results[method] = {"train": summary, "reconstruction": rec, "id_quality": idq, "cbr": ret, "plots": pl,
                            "cost": token_cost(Path(tok_dir)), "trained": "reused" if reuse else "this run",
                            "epochs": epochs}
+        # written after every method, so that a failure later keeps what was measured so far
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
         report.append(_section(f"{method}: training", summary_table(summary)))
         report.append(_section(f"{method}: reconstruction (test split)", reconstruction.report_markdown(rec)))
         report.append(_section(f"{method}: ID quality", id_quality.report_markdown(idq)))

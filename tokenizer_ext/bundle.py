@@ -14,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_gen.registry import MODALITY_NAMES
 from tokenizer_ext.token_db import DB_FILE, META_FILE, TokenDB
+from tokenizer_ext.tokens import GROUP_NAMES
 
 BUNDLE_DIR = "music3m"
 _TOKENIZER_FILES_SKIP = {DB_FILE, META_FILE, "vocabulary.txt"}
@@ -35,7 +35,7 @@ def save_bundle_extras(output_dir: str | Path, token_db_dir: str | Path, system_
                                                            or n == "eval"])
     db = TokenDB.load(out)
     bundle = {"format": 1, "system_prompt": system_prompt, "modalities": list(db.modalities),
-              "registry_order": list(MODALITY_NAMES),
+              "registry_order": list(GROUP_NAMES),  # joint groups (SH, MJ, FU) first, then modalities
               "levels": {m: len(s) for m, s in db.codebook_sizes.items()}, "tokenizer": db.tokenizer, **info}
     (out / "bundle.json").write_text(json.dumps(bundle, indent=2, default=str) + "\n")
     return out
