@@ -2,8 +2,8 @@
 (K-means, VQ-VAE, RQ-VAE, RQ-KMeans, PSRQ, PSRQ modal-joint, FusID, MusicRec) -> reconstruction, ID quality,
 content-based retrieval, vocabulary size / sequence length, plots -> `RUN_DIR/results.md` (+ JSON).
 
-    python -m eval.spotify_tokenizers --csv ../shared/data/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
-        --methods kmeans,vqvae,rqvae,rqkmeans,psrq,psrq_joint,fusid,musicrec
+    python -m eval.spotify_tokenizers --csv ../shared/data/spotify_songs/spotify_songs.csv \\
+        --run_dir runs/spotify_bench --methods kmeans,vqvae,rqvae,rqkmeans,psrq,psrq_joint,fusid,musicrec
 
 A tokenizer directory that already holds a token database (RUN_DIR/tokenizers/METHOD) is evaluated as it is
 (`--retrain` trains it again), so the 150-epoch GPU runs need not be repeated; the table says which rows were reused.

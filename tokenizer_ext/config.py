@@ -91,7 +91,8 @@ class TokenizerConfig:
         "help": "musicrec: the collaborative embedding to align with (TC track2vec; MusicRec uses SASRec "
                 "embeddings); empty turns both collaborative losses off"})
     playlists: str | None = field(default=None, metadata={
-        "help": "fusid: playlists JSONL whose co-occurrence trains the fusion network (default RUN_DIR/playlists.jsonl)"})
+        "help": "fusid: playlists JSONL whose co-occurrence trains the fusion network "
+                "(default RUN_DIR/playlists.jsonl)"})
     train_playlists: str | None = field(default=None, metadata={
         "help": "fusid: id list of the playlists that may train (default RUN_DIR/splits/playlists_train.txt, "
                 "required to exist); 'all' uses every playlist (only where no playlist is used for evaluation)"})

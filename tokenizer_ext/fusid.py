@@ -183,8 +183,8 @@ class FusIDQuantizer(JointQuantizer):
             codes = self._quantize(e)
             dead = [int((np.bincount(codes[:, j], minlength=k) == 0).sum())
                     for j, k in enumerate(self.codebook_sizes[self.group])]
-            log({"epoch": "pq", "loss": 0.0, "dead_codes": dead, "distinct_train_ids": int(len(np.unique(codes, axis=0))),
-                 "train_tracks": int(len(codes))})
+            log({"epoch": "pq", "loss": 0.0, "dead_codes": dead,
+                 "distinct_train_ids": int(len(np.unique(codes, axis=0))), "train_tracks": int(len(codes))})
 
     def _quantize(self, e: np.ndarray) -> np.ndarray:
         return np.stack([km.encode(np.ascontiguousarray(e[:, j]))[:, 0] for j, km in enumerate(self.codebooks)],

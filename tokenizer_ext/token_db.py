@@ -1,7 +1,8 @@
 """The token database: track_id -> codes per (modality, level), saved as `token_db.parquet` + `token_db.json`.
 
 Parquet columns: `track_id`, then `<MOD>_<level>` (int16/int32, level 1-based; -1 = modality missing for this
-track) for each code group in GROUP_NAMES order (joint groups such as `SH_1` or `FU_3` first, then modalities), then `dedup` (int32) when disambiguation is on.
+track) for each code group in GROUP_NAMES order (joint groups such as `SH_1` or `FU_3` first, then modalities),
+then `dedup` (int32) when disambiguation is on.
 `token_db.json` records the tokenizer kind, modalities, codebook sizes, and conflict statistics.
 
 Conflicts: tracks whose full code sequence (all modalities) is identical cannot be told apart by a generated ID.
@@ -57,7 +58,8 @@ def conflict_stats(full_codes: np.ndarray) -> dict:
 class TokenDB:
     track_ids: list[str]
     codebook_sizes: dict[str, tuple[int, ...]]
-    codes: dict[str, np.ndarray]  # group (modality or joint group) -> int [N, L]; MISSING (-1) rows for tracks without the modality
+    # group (modality or joint group) -> int [N, L]; MISSING (-1) rows for tracks without the modality
+    codes: dict[str, np.ndarray]
     tokenizer: str = "rqvae"
     dedup: np.ndarray | None = None  # int32 [N] when disambiguation is on
     meta: dict = field(default_factory=dict)

@@ -85,7 +85,8 @@ def test_fusid_pairs_come_from_training_playlists_only(run_dir, tmp_path):
             "--codebook_sizes", "4", "4", "--sub_embedding_dim", "4", "--fusion_hidden_dim", "8", "--epochs", "1"]
     summary = run(parse_config(TrainConfig, argv))
     total = len(read_playlists(run_dir / "playlists.jsonl"))
-    assert summary["joint"]["pairs"]["used"] == total // 2 and summary["joint"]["pairs"]["left_out"] == total - total // 2
+    pairs = summary["joint"]["pairs"]
+    assert pairs["used"] == total // 2 and pairs["left_out"] == total - total // 2
     with pytest.raises(FileNotFoundError, match="training playlists"):
         run(parse_config(TrainConfig, argv + ["--train_playlists", str(tmp_path / "missing.txt"), "--overwrite"]))
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
