@@ -18,6 +18,7 @@ import time
 import torch
 
 from eval.decoding import MusicTokenLogitsProcessor, build_automaton
+from eval.recommend import max_answer_tokens
 from tokenizer_ext.model_utils import load_causal_lm, load_tokenizer
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.vocab import extend_model_vocabulary
@@ -47,8 +48,7 @@ def main() -> None:
     prompts = [tok.apply_chat_template([{"role": "user", "content": REQUESTS[i % len(REQUESTS)]}], tokenize=False,
                                        add_generation_prompt=True) for i in range(args.batch)]
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    # the longest answer: boundaries, every level of every group, <ID-k>, end of turn
-    steps = 2 + sum(map(len, db.codebook_sizes.values())) + (db.dedup is not None) + 1
+    steps = max_answer_tokens(db)
     vocab = model.get_output_embeddings().weight.shape[0]
     automata = {m: build_automaton(db, tok, m, vocab_size=vocab) for m in args.modes.split(",")}
 

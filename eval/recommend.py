@@ -90,7 +90,7 @@ class Recommender:
     def generate(self, texts: Sequence[str], num_beams: int | None = None, batch_size: int = 16) -> list[Generation]:
         """Requests -> the generated beams (token strings after the prompt) with their log-probabilities."""
         num_beams = num_beams or self.num_beams
-        max_new = max(len(self.db.tokens(0)) if self.db.num_tracks else 0, 1) + 2
+        max_new = max_answer_tokens(self.db)
         out: list[Generation] = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
@@ -146,6 +146,11 @@ class Recommender:
     def well_formed(self, generations: Sequence[Generation]) -> np.ndarray:
         """bool [n]: is each request's top beam a well-formed track ID of this database."""
         return np.array([parse_sequence(g.beams[0], self.db) is not None for g in generations])
+
+
+def max_answer_tokens(db) -> int:
+    """The longest answer a database allows: boundaries, every level of every group, `<ID-k>`, end of turn."""
+    return 2 + sum(map(len, db.codebook_sizes.values())) + (db.dedup is not None) + 1
 
 
 def _greedy_logprobs(scores, seqs: torch.Tensor) -> np.ndarray:

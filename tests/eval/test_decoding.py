@@ -33,6 +33,7 @@ def _db(n=300, seed=0, dedup=True) -> TokenDB:
     codes["BM"][:10] = codes["BM"][10:20]   # conflicts -> <ID-k>
     codes["SC"][:10] = codes["SC"][10:20]
     codes["TC"][:10] = codes["TC"][10:20]
+    codes["TC"][0] = codes["SC"][0] = -1    # row 0's answer is 4 tokens shorter than the longest
     db = TokenDB([f"t{i}" for i in range(n)], sizes, codes)
     return db.with_disambiguation() if dedup else db
 
