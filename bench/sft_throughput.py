@@ -2,7 +2,7 @@
 markdown table of non-padding tokens/s per GPU, MFU, peak memory, and both loss curves over the same first steps.
 
     python bench/sft_throughput.py --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
-        --token_db_dir .carry_sft/tok --dqt_path .carry_sft/dqt.parquet --out runs/bench/sft_throughput.json
+        --token_db_dir TOKEN_DB_DIR --dqt_path DQT.parquet --steps 40 --warmup 10 --out runs/bench/sft_throughput.json
 
 Every row builds the model through the recipe (recipes/sft_3mtoken.py: load_model_and_data, build_trainer) with the
 same seed, so every row starts from the same weights and sees the same examples in the same order; only the
