@@ -8,13 +8,14 @@ RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test slow_test demo spotify clean help
+.PHONY: venv test slow_test demo spotify spotify_bench clean help
 
 help:
 	@echo "make demo       set up, then run the pipeline on the generated demo catalog (into $(RUN))"
 	@echo "make test       set up, then run the test suite"
 	@echo "make slow_test  also run the slow tests"
 	@echo "make spotify    ingest + vectorize the Spotify Songs CSV from $(SHARED) into runs/spotify"
+	@echo "make spotify_bench  (GPU) tokenizers, D_qt, one SFT per tokenizer, T2MR table into runs/spotify_bench"
 
 venv: $(STAMP)
 
@@ -51,6 +52,17 @@ demo: venv
 spotify: venv
 	$(BIN)/python -m data_gen.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify
 	$(BIN)/python -m data_gen.vectorize --run_dir runs/spotify
+
+# The Spotify Songs benchmark end to end: split + features + the eight tokenizers (reused when trained), template
+# D_qt, one SFT of SmolLM2-135M-Instruct per tokenizer with T2MR on the evaluation playlists (needs a GPU), then the
+# text baselines and one table with every system: runs/spotify_bench/t2mr/all/t2mr.md
+spotify_bench: venv
+	$(BIN)/python -m eval.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
+		--methods kmeans,vqvae,rqvae,rqkmeans,psrq,psrq_joint,fusid,musicrec
+	$(BIN)/python -m data_gen.dqt --run_dir runs/spotify_bench --mode template --num_queries 3
+	PYTHON=$(BIN)/python recipes/spotify_t2mr.sh
+	$(BIN)/python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
+		--baselines bm25 dense artist_track_name --merge $$(ls runs/spotify_bench/t2mr/*/t2mr.json | grep -v /all/) --out_dir runs/spotify_bench/t2mr/all
 
 clean:
 	rm -rf runs .pytest_cache

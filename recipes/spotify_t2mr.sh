@@ -16,6 +16,8 @@ METHODS=${METHODS:-"rqvae:3MTokenRec kmeans:KmeansRec fusid:FusIDRec rqkmeans:RQ
 PYTHON=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-accelerate_configs/single_gpu.yaml}
+rel_args=()
+if [ -e "$RELEVANCE" ]; then rel_args=(--relevance "$RELEVANCE"); else echo "no relevance model at $RELEVANCE: equal weights only"; fi
 for pair in $METHODS; do
   method=${pair%%:*}; name=${pair#*:}
   start=$(date +%s)
@@ -24,6 +26,6 @@ for pair in $METHODS; do
     --dqt_path "$DQT" --output_dir "$SFT/$method" "$@"
   unimodal=false; [ "$method" = rqvae ] && unimodal=true
   $PYTHON -m eval.t2mr --run_dir "$RUN" --playlists "$RUN/splits/playlists_eval.jsonl" --bundles "$name=$SFT/$method" \
-    --relevance "$RELEVANCE" --baselines none --unimodal $unimodal --device "$DEVICE" --out_dir "$OUT_DIR/$method"
+    "${rel_args[@]}" --baselines none --unimodal $unimodal --device "$DEVICE" --out_dir "$OUT_DIR/$method"
   echo "$method: SFT + T2MR in $(( $(date +%s) - start )) s"
 done
