@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tokenizer_ext.base import JointQuantizer, register_joint
-from tokenizer_ext.joint import JointFeatures, any_present
+from tokenizer_ext.joint import JointFeatures, any_present, optimizer_step
 from tokenizer_ext.kmeans import KMeansQuantizer
 from tokenizer_ext.rqvae import resolve_device
 from tokenizer_ext.tokens import MISSING
@@ -160,11 +160,7 @@ class FusIDQuantizer(JointQuantizer):
                     continue  # BatchNorm needs two rows
                 e = self.network(torch.cat([inputs[p[:, 0]], inputs[p[:, 1]]]))
                 out = self.losses(e[:len(p)], e[len(p):], torch.from_numpy(y[start:start + len(p)]).to(self.device))
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                for k, v in out.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                optimizer_step(optimizer, out, totals)
                 steps += 1
             if log is not None:
                 log({"epoch": epoch, **{k: v / max(steps, 1) for k, v in totals.items()}, "dead_codes": [0]})

@@ -121,3 +121,12 @@ def cooccurrence_pairs(playlists: Sequence[Playlist], row_of: dict[str, int], nu
     i, j, c = i[order], j[order], c[order]
     score = c / np.sqrt(degree[i] * degree[j])
     return np.stack([i, j], axis=1).astype(np.int64), score.astype(np.float32)
+
+
+def optimizer_step(optimizer, losses: dict, totals: dict[str, float]) -> None:
+    """Back-propagate losses['loss'], step, and add every loss term to the running sums in `totals`."""
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    for k, v in losses.items():
+        totals[k] = totals.get(k, 0.0) + float(v.detach())

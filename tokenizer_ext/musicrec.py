@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tokenizer_ext.base import JointQuantizer, register_joint
-from tokenizer_ext.joint import JointFeatures, any_present
+from tokenizer_ext.joint import JointFeatures, any_present, optimizer_step
 from tokenizer_ext.rqvae import QuantizerOutput, ResidualQuantizer, mlp, resolve_device
 from tokenizer_ext.tokens import MISSING
 
@@ -215,11 +215,7 @@ class MusicRecQuantizer(JointQuantizer):
                     cf = torch.from_numpy(np.asarray(x[cf_name][rows], np.float32)).to(self.device)
                     cf_mask = torch.from_numpy(np.asarray(present[cf_name][rows], np.float32)).to(self.device)
                 out = self.losses(xs, mask, cf, cf_mask)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                for k, v in out.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                optimizer_step(optimizer, out, totals)
                 steps += 1
             if log is not None:
                 codes = self.encode({m: x[m][keep] for m in x}, {m: present[m][keep] for m in present}) \

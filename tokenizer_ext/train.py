@@ -194,6 +194,11 @@ def run_joint(cfg: TrainConfig) -> dict:
                                                                    "codebook_sizes", "seconds", "final")},
               "modalities": {}, "skipped": skipped, "present": {g: int(db.presence(g).sum()) for g in db.modalities},
               "vocabulary_size": len(db.vocabulary())}
+    return _finish(cfg, store, out_dir, counts, conflicts)
+
+
+def _finish(cfg: TrainConfig, store: EmbeddingStore, out_dir: Path, counts: dict, conflicts: dict) -> dict:
+    """Write the tokenize manifest and return the run summary (per-modality and joint runs alike)."""
     write_manifest(out_dir / "manifest.json", "tokenize", cfg,
                    inputs={"tracks": store.dir / "tracks.parquet", "presence": store.dir / "presence.npy",
                            "embeddings_manifest": store.dir / "manifest.json"},
@@ -252,11 +257,7 @@ def run(cfg: TrainConfig) -> dict:
     counts = {"tracks": len(track_ids), "split": split, "modalities": modalities, "skipped": skipped,
               "present": {m: int(db.presence(m).sum()) for m in db.modalities},
               "vocabulary_size": len(db.vocabulary())}
-    write_manifest(out_dir / "manifest.json", "tokenize", cfg,
-                   inputs={"tracks": store.dir / "tracks.parquet", "presence": store.dir / "presence.npy",
-                           "embeddings_manifest": store.dir / "manifest.json"},
-                   counts=counts, extra={"conflicts": conflicts})
-    return {**counts, "conflicts": conflicts, "out_dir": str(out_dir)}
+    return _finish(cfg, store, out_dir, counts, conflicts)
 
 
 def summary_table(summary: dict) -> str:
