@@ -17,12 +17,18 @@ QUANTIZERS: dict[str, type[ModalityQuantizer]] = {}
 JOINT_QUANTIZERS: dict[str, type[JointQuantizer]] = {}
 
 
-def register(name: str):
-    def wrap(cls):
-        cls.method = name
-        QUANTIZERS[name] = cls
-        return cls
-    return wrap
+def _registrar(registry: dict):
+    """A class decorator factory: @register(name) sets cls.method and files cls in `registry`."""
+    def register_as(name: str):
+        def wrap(cls):
+            cls.method = name
+            registry[name] = cls
+            return cls
+        return wrap
+    return register_as
+
+
+register = _registrar(QUANTIZERS)
 
 
 class ModalityQuantizer:
@@ -52,12 +58,7 @@ class ModalityQuantizer:
         raise NotImplementedError
 
 
-def register_joint(name: str):
-    def wrap(cls):
-        cls.method = name
-        JOINT_QUANTIZERS[name] = cls
-        return cls
-    return wrap
+register_joint = _registrar(JOINT_QUANTIZERS)
 
 
 class JointQuantizer:

@@ -181,6 +181,17 @@ def run_joint(cfg: TrainConfig) -> dict:
                   "seconds": round(time.time() - t0, 2), "epochs": [h for h in history if h.get("epoch") != "pq"][-1:],
                   "final": history[-1] if history else {}}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+    db, conflicts = _save_tokenizer_and_db(cfg, tokenizer, store, out_dir)
+    counts = {"tracks": len(track_ids), "split": split, "joint": {k: record.get(k) for k in
+                                                                  ("status", "inputs", "train", "test", "pairs",
+                                                                   "codebook_sizes", "seconds", "final")},
+              "modalities": {}, "skipped": skipped, "present": {g: int(db.presence(g).sum()) for g in db.modalities},
+              "vocabulary_size": len(db.vocabulary())}
+    return _finish(cfg, store, out_dir, counts, conflicts)
+
+
+def _save_tokenizer_and_db(cfg: TrainConfig, tokenizer, store: EmbeddingStore, out_dir: Path):
+    """Save the tokenizer, encode every catalog track, add `<ID-k>` when asked, save the token database."""
     tokenizer.save(out_dir)
     db = tokenizer.encode_store(store, disambiguate=False)
     conflicts = {"before_disambiguation": db.conflict_stats()}
@@ -189,12 +200,7 @@ def run_joint(cfg: TrainConfig) -> dict:
         conflicts["after_disambiguation"] = db.conflict_stats()
     db.meta["tokenizer_dir"] = str(out_dir)
     db.save(out_dir)
-    counts = {"tracks": len(track_ids), "split": split, "joint": {k: record.get(k) for k in
-                                                                  ("status", "inputs", "train", "test", "pairs",
-                                                                   "codebook_sizes", "seconds", "final")},
-              "modalities": {}, "skipped": skipped, "present": {g: int(db.presence(g).sum()) for g in db.modalities},
-              "vocabulary_size": len(db.vocabulary())}
-    return _finish(cfg, store, out_dir, counts, conflicts)
+    return db, conflicts
 
 
 def _finish(cfg: TrainConfig, store: EmbeddingStore, out_dir: Path, counts: dict, conflicts: dict) -> dict:
@@ -240,14 +246,7 @@ def run(cfg: TrainConfig) -> dict:
         raise ValueError(f"{store.dir}: none of the requested modalities ({', '.join(requested)}) can be trained")
 
     tokenizer = MusicTokenizer(cfg.tokenizer_config(), quantizers, {m: store.dim(m) for m in quantizers})
-    tokenizer.save(out_dir)
-    db = tokenizer.encode_store(store, disambiguate=False)
-    conflicts = {"before_disambiguation": db.conflict_stats()}
-    if cfg.disambiguate:
-        db = db.with_disambiguation()
-        conflicts["after_disambiguation"] = db.conflict_stats()
-    db.meta["tokenizer_dir"] = str(out_dir)
-    db.save(out_dir)
+    db, conflicts = _save_tokenizer_and_db(cfg, tokenizer, store, out_dir)
 
     modalities = {m: {"status": r["status"], "train": r["train"], "test": r["test"], "dim": r["dim"],
                       "codebook_sizes": r["codebook_sizes"], "seconds": r["seconds"],
