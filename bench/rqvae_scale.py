@@ -42,8 +42,9 @@ class GroupedRQVAE(nn.Module):
     outputs are masked out of the reconstruction loss (mean over the model's own d_in), so each model trains exactly
     as alone; the padded weights receive no gradient."""
 
-    def __init__(self, models: list[RQVAE], d_pad: int):
+    def __init__(self, models: list[RQVAE], d_pad: int, matmul_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.matmul_dtype = matmul_dtype  # bf16: the matmuls read bf16 operands (float32 accumulate and outputs)
         self.d_in = [m.encoder[0].in_features for m in models]
         self.beta = models[0].beta
         self.register_buffer("mask", torch.stack([(torch.arange(d_pad) < d).float() for d in self.d_in]))  # [G, d_pad]
@@ -84,7 +85,11 @@ class GroupedRQVAE(nn.Module):
     def _mlp(self, layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
         for layer in layers:
             if layer.kind == "linear":
-                h = torch.baddbmm(layer.bias.unsqueeze(1), h, layer.weight.transpose(1, 2))  # [G, B, out]
+                if self.matmul_dtype == torch.float32:
+                    h = torch.baddbmm(layer.bias.unsqueeze(1), h.float(), layer.weight.transpose(1, 2))  # [G, B, out]
+                else:  # parameters stay float32 (the optimizer's copy); the product runs on bf16 operands
+                    w = layer.weight.to(self.matmul_dtype).transpose(1, 2)
+                    h = torch.bmm(h.to(self.matmul_dtype), w).float() + layer.bias.unsqueeze(1)
             elif layer.kind == "bn":  # BatchNorm1d in training mode, per model
                 mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
                 if self.training:
@@ -99,7 +104,7 @@ class GroupedRQVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [G, B, d_pad] -> (sum of the G models' losses, per-model losses [G])."""
-        z = self._mlp(self.encoder, x)                                        # [G, B, d_z]
+        z = self._mlp(self.encoder, x)                                        # [G, B, d_z] (x: any float dtype)
         r, z_q, codebook, commitment = z, torch.zeros_like(z), 0.0, 0.0
         for cb in self.codebooks:                                             # [G, K, d_z]
             k = torch.cdist(r.detach(), cb.detach()).argmin(-1)               # [G, B]
@@ -109,7 +114,7 @@ class GroupedRQVAE(nn.Module):
             z_q = z_q + e
             r = r - e.detach()
         x_hat = self._mlp(self.decoder, z + (z_q - z).detach())               # straight-through
-        recon = ((x_hat - x).pow(2) * self.mask.unsqueeze(1)).sum((1, 2)) / (x.shape[1] * self.d_in_t)
+        recon = ((x_hat - x.float()).pow(2) * self.mask.unsqueeze(1)).sum((1, 2)) / (x.shape[1] * self.d_in_t)
         per_model = recon + codebook + self.beta * commitment                 # [G]
         return per_model.sum(), per_model.detach()
 
@@ -146,13 +151,15 @@ def sync(device) -> None:
 class GroupTrainer:
     """One group of same-width modalities on the GPU: its data [G, n, d], grouped model, optimizer, CUDA graph."""
 
-    def __init__(self, names, data, models, batch, lr, weight_decay, use_graph, device, compile_model=False):
+    def __init__(self, names, data, models, batch, lr, weight_decay, use_graph, device, compile_model=False,
+                 matmul_dtype=torch.float32, steps_per_graph: int = 1):
         self.names, self.data, self.batch, self.device = names, data, batch, device
-        self.model = GroupedRQVAE(models, data.shape[2]).to(device).train()
+        self.k = steps_per_graph if use_graph else 1  # optimizer steps captured in one graph (fewer replays)
+        self.model = GroupedRQVAE(models, data.shape[2], matmul_dtype).to(device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay,
                                      fused=device.type == "cuda", capturable=use_graph)
         self.g_idx = torch.arange(len(names), device=device).unsqueeze(1)  # [G, 1]
-        self.idx = torch.zeros(len(names), batch, dtype=torch.long, device=device)  # the static batch indices
+        self.idx = torch.zeros(self.k, len(names), batch, dtype=torch.long, device=device)  # static batch indices
         self.loss_sum = torch.zeros(len(names), device=device)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.graph = None
@@ -176,8 +183,8 @@ class GroupTrainer:
                         self.graph = None
                         torch.cuda.synchronize()
 
-    def _step(self) -> None:
-        x = self.data[self.g_idx, self.idx].float()                                  # [G, B, d]
+    def _step(self, k: int = 0) -> None:
+        x = self.data[self.g_idx, self.idx[k]]                                       # [G, B, d], stored dtype
         loss, per_model = self.forward(x)
         loss.backward()
         self.opt.step()
@@ -195,23 +202,72 @@ class GroupTrainer:
         self.opt.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self._step()  # backward writes fresh grads each replay: no zero_grad inside
+            for k in range(self.k):
+                if k:
+                    self.opt.zero_grad(set_to_none=False)  # in-graph: the next step's backward must not accumulate
+                self._step(k)  # the first backward of a replay writes fresh grads (captured with grads None)
 
     def epoch(self, max_steps: int | None = None) -> int:
         """One shuffled pass (or max_steps steps), queued on this group's stream without a host sync -> steps."""
         n = self.data.shape[1]
         steps = n // self.batch if max_steps is None else min(max_steps, n // self.batch)
+        steps -= steps % self.k  # whole replays (at most k - 1 steps of an epoch dropped; counted exactly)
         ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         with ctx:
             perm = torch.argsort(torch.rand(len(self.names), n, device=self.device), dim=1)  # per-model shuffles
-            for s in range(steps):
-                self.idx.copy_(perm[:, s * self.batch:(s + 1) * self.batch])
+            span = self.k * self.batch
+            for s in range(0, steps, self.k):
+                block = perm[:, s * self.batch:s * self.batch + span]                      # [G, k * B]
+                self.idx.copy_(block.view(len(self.names), self.k, self.batch).transpose(0, 1))
                 if self.graph is not None:
                     self.graph.replay()
                 else:
-                    self.opt.zero_grad(set_to_none=True)
-                    self._step()
+                    for k in range(self.k):
+                        self.opt.zero_grad(set_to_none=True)
+                        self._step(k)
         return steps
+
+
+def build_trainers(groups_data, args, device, matmul_dtype, steps_per_graph) -> list[GroupTrainer]:
+    trainers = []
+    for names, dims, data in groups_data:
+        models = [build_model(d, args.seed, device, data[i, :args.batch, :d], args.init_kmeans_iters)
+                  for i, d in enumerate(dims)]
+        trainers.append(GroupTrainer(names, data, models, args.batch, args.lr, args.weight_decay,
+                                     use_graph=device.type == "cuda" and not args.no_graph, device=device,
+                                     compile_model=args.compile, matmul_dtype=matmul_dtype,
+                                     steps_per_graph=steps_per_graph))
+    return trainers
+
+
+def time_steps(trainers: list[GroupTrainer], steps: int, device) -> float:
+    """All groups concurrently (each on its stream) for `steps` steps -> seconds per step."""
+    for tr in trainers:  # one untimed replay each: lazy allocations, stream set-up
+        tr.epoch(tr.k)
+    sync(device)
+    t = time.perf_counter()
+    done = max(tr.epoch(steps) for tr in trainers)
+    sync(device)
+    return (time.perf_counter() - t) / done
+
+
+def profile_groups(trainers: list[GroupTrainer], steps: int, top: int) -> dict:
+    """torch.profiler over `steps` steps of each group alone: GPU time per step, kernels per step, top kernels."""
+    out = {}
+    for tr in trainers:
+        sync(tr.device)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            done = tr.epoch(steps)
+            sync(tr.device)
+        events = prof.key_averages()
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / done
+        launches = sum(e.count for e in kernels) / done
+        table = events.table(sort_by="self_device_time_total", row_limit=top, max_name_column_width=60)
+        out["+".join(tr.names)] = {"gpu_us_per_step": busy, "kernels_per_step": launches, "table": table}
+        print(f"profile {'+'.join(tr.names)}: {busy:.0f} us of kernels and {launches:.0f} kernels per step\n{table}",
+              flush=True)
+    return out
 
 
 def plain_modality(name, x_gpu, batch, lr, weight_decay, steps, warmup, rows, kmeans_iters, seed, device) -> dict:
@@ -281,6 +337,14 @@ def main() -> None:
     ap.add_argument("--no_graph", action="store_true", help="fast path without CUDA graphs (CPU smoke runs)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="fast path: torch.compile the grouped model (inside the CUDA graph)")
+    ap.add_argument("--matmul_dtype", default="bfloat16", choices=["float32", "bfloat16"],
+                    help="fast path: operand dtype of the matmuls (parameters, BatchNorm and losses stay float32)")
+    ap.add_argument("--steps_per_graph", type=int, default=1, help="fast path: optimizer steps per CUDA graph")
+    ap.add_argument("--variants", default="", help="also time fast-path variants, e.g. 'float32:1,bfloat16:1,"
+                    "bfloat16:8' (matmul dtype:steps per graph), --variant_steps steps each")
+    ap.add_argument("--variant_steps", type=int, default=1000)
+    ap.add_argument("--profile_steps", type=int, default=0, help="profile this many steps of each group (kernels)")
+    ap.add_argument("--skip_plain", action="store_true", help="no plain loop and k-means baseline (variants only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -306,35 +370,46 @@ def main() -> None:
           f"{sum(d.numel() * d.element_size() for *_, d in groups_data) / 2**30:.1f} GiB resident", flush=True)
 
     # k-means baseline: 1024 clusters per modality over all rows
+    plain = []
+    result["kmeans_s"] = float("nan")
     t = time.perf_counter()
-    for names, dims, data in groups_data:
+    for names, dims, data in ([] if args.skip_plain else groups_data):
         for i, d in enumerate(dims):
             kmeans_gpu(data[i, :, :d], args.kmeans_k, args.kmeans_iters, gen)
     sync(device)
-    result["kmeans_s"] = time.perf_counter() - t
-    print(f"k-means baseline ({args.kmeans_k} clusters, {args.kmeans_iters} Lloyd iterations, all 9 modalities): "
-          f"{result['kmeans_s']:.1f} s", flush=True)
+    if not args.skip_plain:
+        result["kmeans_s"] = time.perf_counter() - t
+        print(f"k-means baseline ({args.kmeans_k} clusters, {args.kmeans_iters} Lloyd iterations, all 9 modalities): "
+              f"{result['kmeans_s']:.1f} s", flush=True)
 
     # plain per-modality DataLoader loop
-    plain = []
-    for names, dims, data in groups_data:
+    for names, dims, data in ([] if args.skip_plain else groups_data):
         for i, (n, d) in enumerate(zip(names, dims)):
             plain.append(plain_modality(n, data[i, :, :d], args.batch, args.lr, args.weight_decay, args.plain_steps,
                                         args.warmup, args.plain_rows, args.init_kmeans_iters, args.seed, device))
             print(f"plain {n}: {1e3 * plain[-1]['s_per_step']:.2f} ms/step", flush=True)
+
+    # fast-path variants: same data, a short timed run each (ms per step, all groups concurrently)
+    result["variants"] = []
+    for spec in filter(None, args.variants.split(",")):
+        dtype_name, k = spec.split(":")
+        t = time.perf_counter()
+        trainers = build_trainers(groups_data, args, device, getattr(torch, dtype_name), int(k))
+        setup = time.perf_counter() - t
+        ms = 1e3 * time_steps(trainers, args.variant_steps, device)
+        result["variants"].append({"matmul_dtype": dtype_name, "steps_per_graph": int(k), "ms_per_step": ms,
+                                   "setup_s": setup, "graphs": [tr.graph is not None for tr in trainers]})
+        print(f"variant {spec}: {ms:.3f} ms per step (all nine models), setup {setup:.1f} s, graphs "
+              f"{result['variants'][-1]['graphs']}", flush=True)
+        del trainers
+        torch.cuda.empty_cache() if device.type == "cuda" else None
     steps_per_epoch = args.tracks // args.batch
     result["plain"] = plain
     result["plain_150_s"] = sum(p["s_per_step"] for p in plain) * steps_per_epoch * args.epochs
 
     # fast path: data resident, grouped models, one CUDA graph per group step, groups on their own streams
     t = time.perf_counter()
-    trainers = []
-    for names, dims, data in groups_data:
-        models = [build_model(d, args.seed, device, data[i, :args.batch, :d], args.init_kmeans_iters)
-                  for i, d in enumerate(dims)]
-        trainers.append(GroupTrainer(names, data, models, args.batch, args.lr, args.weight_decay,
-                                     use_graph=device.type == "cuda" and not args.no_graph, device=device,
-                                     compile_model=args.compile))
+    trainers = build_trainers(groups_data, args, device, getattr(torch, args.matmul_dtype), args.steps_per_graph)
     sync(device)
     result["fast_setup_s"] = time.perf_counter() - t
     whole, frac = int(args.epochs_measured), args.epochs_measured - int(args.epochs_measured)
@@ -352,7 +427,9 @@ def main() -> None:
     result["fast_compiled"] = [tr.compiled for tr in trainers]
     result["fast_mean_loss"] = {n: float(v) / max(steps, 1) for tr in trainers
                                            for n, v in zip(tr.names, tr.loss_sum.cpu())}
-    result["speedup"] = result["plain_150_s"] / result["fast_150_s"]
+    result["speedup"] = result["plain_150_s"] / result["fast_150_s"] if plain else float("nan")
+    if args.profile_steps and device.type == "cuda":
+        result["profile"] = profile_groups(trainers, args.profile_steps, top=20)
 
     print(f"\n### Nine RQ-VAEs, {args.tracks:,} tracks, batch {args.batch}, {args.epochs} epochs ({name})\n")
     print("| path | measured | seconds for 150 epochs (extrapolated) | minutes |")
@@ -361,12 +438,20 @@ def main() -> None:
     print(f"| plain per-modality DataLoader loop | {args.plain_steps} steps per modality (ms/step: {plain_ms}) | "
           f"{result['plain_150_s']:,.0f} | {result['plain_150_s'] / 60:.1f} |")
     extras = (", compiled" if all(result["fast_compiled"]) else "") + (", CUDA graphs" if all(result["fast_graphs"]) else "")
+    extras += f", {args.matmul_dtype} matmuls" + (f", {args.steps_per_graph} steps per graph" if args.steps_per_graph > 1 else "")
     print(f"| fast path (GPU-resident, grouped{extras}) | {args.epochs_measured:g} epochs = {steps:,} steps, "
           f"{fast_s:.1f} s (+ {result['fast_setup_s']:.1f} s setup) | {result['fast_150_s']:,.0f} | "
           f"{result['fast_150_s'] / 60:.1f} |")
     print(f"| k-means baseline ({args.kmeans_k} clusters, {args.kmeans_iters} iterations, measured) | all rows | "
           f"{result['kmeans_s']:.1f} | {result['kmeans_s'] / 60:.2f} |")
     print(f"\nfast path / plain loop speed-up: {result['speedup']:.1f}x")
+    if result["variants"]:
+        print(f"\nFast-path variants ({args.variant_steps} steps each, all nine models concurrently):\n")
+        print("| matmul operands | steps per CUDA graph | ms per step | 150 epochs, minutes (+ setup) |")
+        print("|---|---|---|---|")
+        for v in result["variants"]:
+            print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['ms_per_step']:.3f} | "
+                  f"{v['ms_per_step'] * steps_per_epoch * args.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))

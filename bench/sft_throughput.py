@@ -33,24 +33,43 @@ from tokenizer_ext.model_utils import load_tokenizer, random_init_causal_lm  # n
 from tokenizer_ext.token_db import TokenDB  # noqa: E402
 from tokenizer_ext.vocab import extend_model_vocabulary  # noqa: E402
 
-# key -> (label, fast_path, compile, liger, batch, gradient checkpointing). TRL's SFTConfig turns gradient
-# checkpointing on by default; the fast path turns it off (peak memory stays far below the card). Liger rows last:
-# Liger patches transformers' Qwen2 module globally.
+
+def row(label, batch, fast=False, compile=False, liger=False, fused_ce=False, checkpointing=False, workers=0,
+        host_sync=False) -> dict:
+    return dict(label=label, batch=batch, fast=fast, compile=compile, liger=liger, fused_ce=fused_ce,
+                checkpointing=checkpointing, workers=workers, host_sync=host_sync)
+
+
+# TRL's SFTConfig turns gradient checkpointing on by default; the fast path turns it off (peak memory stays far below
+# the card). host_sync: the Trainer's per-step NaN/Inf loss check (a host read of the loss) left on, as in stock.
+# workers: DataLoader worker processes (collation off the training process). Liger rows last: Liger patches
+# transformers' Qwen2 module globally.
 ROWS = {  # run order
-    "stock32": ("stock TRL SFTTrainer (defaults: padding, gradient checkpointing), batch 32",
-                False, False, False, 32, True),
-    "fast32_compile": ("fast path (packed varlen, answer-only head, no checkpointing) + compile per layer, batch 32",
-                       True, True, False, 32, False),
-    "stock128": ("stock TRL SFTTrainer, padding, batch 128 (best stock setting of the issue)",
-                 False, False, False, 128, True),
-    "stock128_nogc": ("stock TRL SFTTrainer, padding, batch 128, gradient checkpointing off",
-                      False, False, False, 128, False),
-    "fast128": ("fast path: packed rows + varlen attention + answer-only head, no checkpointing, batch 128",
-                True, False, False, 128, False),
-    "fast128_compile": ("fast path + torch.compile per decoder layer, batch 128", True, True, False, 128, False),
-    "fast256_compile": ("fast path + torch.compile per decoder layer, batch 256", True, True, False, 256, False),
-    "fast128_liger": ("fast path + Liger RMSNorm/SwiGLU/RoPE (no compile), batch 128", True, False, True, 128, False),
+    "stock32": row("stock TRL SFTTrainer (defaults: padding, gradient checkpointing), batch 32", 32,
+                   checkpointing=True, host_sync=True),
+    "fast32_compile": row("fast path (packed varlen, answer-only head, no checkpointing) + compile per layer, batch 32",
+                          32, fast=True, compile=True, workers=2),
+    "stock128": row("stock TRL SFTTrainer, padding, batch 128 (best stock setting of the issue)", 128,
+                    checkpointing=True, host_sync=True),
+    "stock128_nogc": row("stock TRL SFTTrainer, padding, batch 128, gradient checkpointing off", 128, host_sync=True),
+    "fast128": row("fast path: packed rows + varlen attention + answer-only head, no checkpointing, batch 128", 128,
+                   fast=True, workers=2),
+    "fast128_compile_sync": row("fast path + torch.compile per decoder layer, host sync per step, collation in the "
+                                "training process, batch 128", 128, fast=True, compile=True, host_sync=True),
+    "fast128_compile_nosync": row("fast path + compile, no host sync per step, collation in the training process, "
+                                  "batch 128", 128, fast=True, compile=True),
+    "fast128_compile": row("fast path + compile, no host sync, 2 DataLoader workers, batch 128", 128, fast=True,
+                           compile=True, workers=2),
+    "fast128_compile_ce": row("fast path + compile + fused LM head/cross-entropy (Liger), no host sync, 2 workers, "
+                              "batch 128", 128, fast=True, compile=True, fused_ce=True, workers=2),
+    "fast256_compile_ce": row("fast path + compile + fused LM head/cross-entropy, batch 256", 256, fast=True,
+                              compile=True, fused_ce=True, workers=2),
+    "fast128_liger": row("fast path + Liger RMSNorm/SwiGLU/RoPE (no compile), no host sync, 2 workers, batch 128", 128,
+                         fast=True, liger=True, workers=2),
 }
+# (stock, fast) pairs whose loss curves must agree
+PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128_compile_ce"),
+                ("stock128", "fast128"), ("stock128", "fast128_liger"), ("stock128", "stock128_nogc"))
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a smoke run of the script on a tiny config
@@ -76,18 +95,64 @@ class StepClock(TrainerCallback):
                 self.t1 = time.perf_counter()
 
 
-class CollatorRecorder:
-    """Wraps a data collator; per collated batch: non-padding tokens, answer tokens, sum of squared lengths."""
+class StepRecorder:
+    """Per training step, from the batch on the device: non-padding tokens, answer tokens, sum of squared example
+    lengths, and the loss. Shapes are read at once; sums stay device tensors until the end (no host sync per step),
+    and the batch is read in the training process, so DataLoader workers change nothing."""
 
-    def __init__(self, collator):
-        self.collator, self.batches = collator, []
+    def __init__(self):
+        self.steps = []  # (tokens, answer, squared lengths, loss): ints or 0-d device tensors
 
-    def __call__(self, features):
-        lens = [len(f["input_ids"]) for f in features]
-        answer = sum(sum(1 for t in f["labels"][1:] if t != -100) if "labels" in f else
-                     sum(f.get("completion_mask", [])) for f in features)
-        self.batches.append((sum(lens), answer, sum(n * n for n in lens)))
-        return self.collator(features)
+    def __call__(self, inputs: dict, loss: torch.Tensor) -> None:
+        if "cu_seq_lens" in inputs:  # packed fast-path row
+            lens = inputs["cu_seq_lens"][1:] - inputs["cu_seq_lens"][:-1]
+            self.steps.append((inputs["input_ids"].numel(), inputs["answer_positions"].numel(),
+                               lens.long().pow(2).sum(), loss.detach()))
+        else:  # padded stock batch
+            lens = inputs["attention_mask"].sum(1)
+            if "labels" in inputs:
+                answer = (inputs["labels"][:, 1:] != -100).sum()
+            else:  # TRL's completion_mask: 1 on answer tokens; the first token predicts nothing
+                answer = (inputs["completion_mask"][:, 1:] * inputs["attention_mask"][:, 1:]).sum()
+            self.steps.append((lens.sum(), answer, lens.long().pow(2).sum(), loss.detach()))
+
+    def totals(self, first: int, last: int) -> tuple[int, int, int]:
+        timed = self.steps[first:last]
+        return tuple(int(sum(int(s[i]) for s in timed)) for i in range(3))
+
+    def losses(self) -> list[float]:
+        return [float(s[3]) for s in self.steps]
+
+
+class ProfileSteps(TrainerCallback):
+    """torch.profiler over steps (start, start + n]: the top GPU kernels and the share of the wall time the GPU was busy
+    (kernel time / elapsed; below 1 = the GPU waited on the host)."""
+
+    def __init__(self, start: int, n: int, top: int = 25):
+        self.start, self.n, self.top, self.prof, self.t0, self.report = start, n, top, None, None, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.start:
+            sync()
+            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                           torch.profiler.ProfilerActivity.CUDA])
+            self.prof.__enter__()
+            self.t0 = time.perf_counter()
+        elif state.global_step == self.start + self.n and self.prof is not None:
+            sync()
+            wall = time.perf_counter() - self.t0
+            self.prof.__exit__(None, None, None)
+            events = self.prof.key_averages()
+            kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+            self.report = {"steps": self.n, "wall_ms_per_step": 1e3 * wall / self.n,
+                           "gpu_busy_ms_per_step": kernel_us / 1e3 / self.n,
+                           "table": events.table(sort_by="self_device_time_total", row_limit=self.top,
+                                                 max_name_column_width=70)}
+            print(f"profile, {self.n} steps: wall {self.report['wall_ms_per_step']:.1f} ms/step, GPU kernels "
+                  f"{self.report['gpu_busy_ms_per_step']:.1f} ms/step (busy "
+                  f"{self.report['gpu_busy_ms_per_step'] / self.report['wall_ms_per_step']:.0%}; profiler on)\n"
+                  f"{self.report['table']}", flush=True)
+            self.prof = None
 
 
 def model_flops(model, tokens: int, answer: int, sq_lens: int) -> float:
@@ -116,40 +181,53 @@ def fresh_model(script_args, training_args, model_args):
 
 
 def run_row(key, script_args, training_args, model_args, dataset, steps, warmup, peak_tflops,
-            batch_override: int | None = None) -> dict:
-    label, fast, compile_layers, liger, batch, checkpointing = ROWS[key]
-    batch = batch_override or batch
+            batch_override: int | None = None, profile_steps: int = 0) -> dict:
+    spec = ROWS[key]
+    batch = batch_override or spec["batch"]
     sa = copy.deepcopy(script_args)
-    sa.fast_path, sa.fast_path_compile, sa.fast_path_liger = fast, compile_layers, liger
+    sa.fast_path, sa.fast_path_compile, sa.fast_path_liger = spec["fast"], spec["compile"], spec["liger"]
+    sa.fast_path_fused_ce = spec["fused_ce"]
     ta = copy.deepcopy(training_args)
-    ta.per_device_train_batch_size, ta.max_steps, ta.gradient_checkpointing = batch, steps, checkpointing
+    ta.per_device_train_batch_size, ta.max_steps, ta.gradient_checkpointing = batch, steps, spec["checkpointing"]
     ta.dataloader_drop_last = True  # every step the same number of examples (and no recompile for a short batch)
+    ta.dataloader_num_workers = spec["workers"]
+    ta.dataloader_persistent_workers = spec["workers"] > 0
     model, tokenizer, vocab_info = fresh_model(sa, ta, model_args)
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer = build_trainer(sa, ta, model_args, model, tokenizer, dataset, vocab_info)
-    recorder = CollatorRecorder(trainer.data_collator)
-    trainer.data_collator = recorder
+    trainer.args.logging_nan_inf_filter = spec["host_sync"]  # the fast path turns it off; this row may want it
     clock = StepClock(warmup)
     trainer.add_callback(clock)
-    losses = []  # kept on the device: no extra host sync per step
+    profiler = None
+    if profile_steps:  # profiled before the clock starts (after compilation), so the timed steps are not slowed
+        profiler = ProfileSteps(max(warmup - profile_steps - 1, 1), profile_steps)
+        trainer.add_callback(profiler)
+    recorder = StepRecorder()
     step = trainer.training_step
-    trainer.training_step = lambda *a, **k: losses.append(step(*a, **k)) or losses[-1]
+
+    def recorded_step(model, inputs, *a, **k):
+        loss = step(model, inputs, *a, **k)
+        recorder(inputs, loss)
+        return loss
+
+    trainer.training_step = recorded_step
     t_start = time.perf_counter()
     trainer.train()
     total_s = time.perf_counter() - t_start
-    timed = recorder.batches[warmup:steps]
-    tokens, answer, sq = (sum(b[i] for b in timed) for i in range(3))
+    tokens, answer, sq = recorder.totals(warmup, steps)
     seconds = clock.t1 - clock.t0
     flops = model_flops(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module,
                         tokens, answer, sq)
-    row = {"key": key, "label": label, "batch": batch, "steps": steps, "timed_steps": steps - warmup,
+    row = {"key": key, "label": spec["label"], "batch": batch, "steps": steps, "timed_steps": steps - warmup,
            "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0, "train_wall_s": total_s,
-           "mean_tokens_per_example": tokens / (batch * len(timed)), "losses": [float(x) for x in losses]}
-    del trainer, model, losses
+           "mean_tokens_per_example": tokens / (batch * (steps - warmup)), "losses": recorder.losses(),
+           "profile": profiler.report if profiler else None}
+    del trainer, model, recorder
     gc.collect()
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
     return row
 
 
@@ -177,8 +255,7 @@ def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
               f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
     parity = {}
     by_key = {r["key"]: r for r in rows}
-    for stock, fast in (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128"),
-                        ("stock128", "fast128_liger"), ("stock128", "stock128_nogc")):
+    for stock, fast in PARITY_PAIRS:
         if stock in by_key and fast in by_key:
             a, b = by_key[stock]["losses"], by_key[fast]["losses"]
             diffs = [abs(x - y) / x for x, y in zip(a, b)]
@@ -206,6 +283,8 @@ def main() -> None:
     ap.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM)")
     ap.add_argument("--batch", type=int, default=None, help="override every row's batch (CPU smoke runs)")
     ap.add_argument("--parity_tol", type=float, default=0.01, help="max relative loss difference per step")
+    ap.add_argument("--profile", default="", help="comma-separated rows to profile (torch.profiler, 3 steps before "
+                    "the timed ones): top kernels and GPU busy share")
     ap.add_argument("--time_budget_s", type=float, default=float("inf"), help="skip rows once this much time is spent")
     ap.add_argument("--out", default=None, help="JSON with every row and loss curve")
     args, rest = ap.parse_known_args()
@@ -227,10 +306,10 @@ def main() -> None:
         if time.perf_counter() - start > args.time_budget_s:
             print(f"skipping {key}: time budget spent", flush=True)
             continue
-        print(f"--- {ROWS[key][0]}", flush=True)
+        print(f"--- {ROWS[key]['label']}", flush=True)
         try:
             rows.append(run_row(key, script_args, training_args, model_args, dataset, args.steps, args.warmup,
-                                args.peak_tflops, args.batch))
+                                args.peak_tflops, args.batch, 3 if key in args.profile.split(",") else 0))
         except Exception as e:  # report the rows that ran; one failing variant must not hide the others
             print(f"row {key} failed: {type(e).__name__}: {e}", flush=True)
             gc.collect()

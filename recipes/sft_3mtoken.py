@@ -10,8 +10,9 @@ Steps: seed, logging, last checkpoint, tokenizer + music vocabulary, SFT dataset
 SFTTrainer, train (resuming), save with the inference bundle, model card, push to the Hub.
 
 `fast_path: true` (GPU throughput; tokenizer_ext/fast_sft.py) packs each step's examples into one row with
-per-example attention and computes the LM head + loss on the answer tokens only; `fast_path_compile` and
-`fast_path_liger` add torch.compile per decoder layer and Liger kernels. Same examples per step, same loss.
+per-example attention and computes the LM head + loss on the answer tokens only; `fast_path_compile`,
+`fast_path_liger` and `fast_path_fused_ce` add torch.compile per decoder layer, Liger kernels and the fused LM head +
+cross-entropy. Same examples per step, same loss.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class SFTScriptArguments:
     fast_path_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile each decoder layer"})
     fast_path_liger: bool = field(default=False, metadata={
         "help": "fast path: Liger RMSNorm/SwiGLU/RoPE kernels (needs liger-kernel, CUDA)"})
+    fast_path_fused_ce: bool = field(default=False, metadata={
+        "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
+                "cross-entropy on CUDA; the logits are never stored)"})
 
 
 def load_model_and_data(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
@@ -101,13 +105,13 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         new_ids = list(range(vocab_info["tokens_before"], vocab_info["tokens_after"]))
         peft_config.trainable_token_indices = {"embed_tokens": new_ids}
 
-    trainer_cls = SFTTrainer
+    trainer_cls, extra = SFTTrainer, {}
     if script_args.fast_path:
         prepare_fast_model(model, compile_layers=script_args.fast_path_compile, liger=script_args.fast_path_liger)
-        trainer_cls = FastSFTTrainer
+        trainer_cls, extra = FastSFTTrainer, {"fused_ce": script_args.fast_path_fused_ce}
     return trainer_cls(model=model, args=training_args, train_dataset=train,
                        eval_dataset=dataset["test"] if training_args.eval_strategy != "no" and "test" in dataset else None,
-                       processing_class=tokenizer, peft_config=peft_config)
+                       processing_class=tokenizer, peft_config=peft_config, **extra)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:

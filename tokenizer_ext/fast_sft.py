@@ -11,7 +11,10 @@ on overhead. Here:
                        (no cross-contamination): the flash varlen kernel of torch.nn.attention.varlen on CUDA, a dense
                        block-diagonal causal mask through sdpa elsewhere (CPU tests)
     FastSFTTrainer     SFTTrainer whose loss runs the LM head on the answer positions only (`logits_to_keep`), with the
-                       stock normalisation (sum over answer tokens / answer tokens in the batch): the same model
+                       stock normalisation (sum over answer tokens / answer tokens in the batch): the same model;
+                       optionally the head + cross-entropy as one fused kernel (Liger's fused linear cross-entropy,
+                       never materialising the [answer tokens, vocabulary] logits); no host sync per step (the
+                       Trainer's NaN/Inf loss filter, which reads the loss on the host every step, is switched off)
     prepare_fast_model switches the attention, optionally Liger RMSNorm/SwiGLU/RoPE, optionally torch.compile per
                        decoder layer (the varlen kernel is a custom op, so whole layers compile)
 
@@ -22,6 +25,7 @@ Performance).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 
@@ -163,29 +167,79 @@ def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False)
     return done
 
 
-def answer_only_loss(model, batch: dict, num_items_in_batch=None) -> tuple[torch.Tensor, object]:
+class _HiddenPassthrough(torch.nn.Module):
+    """Stands in for the LM head during one forward: the model returns the decoder's hidden states as `logits`."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+@contextlib.contextmanager
+def deferred_head(model):
+    """Within the block, `model`'s output embedding (LM head) is a passthrough -> yields the real head. The head's
+    weight (tied or not) stays a parameter of the model: the caller applies it in the loss."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_HiddenPassthrough())
+    try:
+        yield head
+    finally:
+        model.set_output_embeddings(head)
+
+
+def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_i CE(hidden_i @ weight.T, targets_i): hidden [N, d], weight [V, d], targets [N]. On CUDA one fused kernel
+    (Liger's fused linear cross-entropy: chunked, the logits never stored, gradients in float32); elsewhere the
+    same sum through full float32 logits."""
+    if hidden.is_cuda:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)(weight, hidden, targets)
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
+
+
+def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool = False,
+                     unwrapped=None) -> tuple[torch.Tensor, object]:
     """Packed batch (PackedCollator) -> (sum of answer-token cross-entropy / answer tokens, model outputs).
 
     The LM head runs on the N answer positions only: logits [N, V] instead of [T, V]. The denominator is
-    num_items_in_batch when the Trainer counted the answer tokens of the whole accumulated batch, as the stock loss."""
+    num_items_in_batch when the Trainer counted the answer tokens of the whole accumulated batch, as the stock loss.
+    fused_ce: the forward stops at the hidden states of the answer positions (`unwrapped`, the model without its
+    DDP/accelerate wrapper, gets a passthrough head for the call) and linear_cross_entropy_sum applies the head;
+    outputs.logits then holds those hidden states [1, N, d]."""
     positions = batch["answer_positions"]                                      # [N]
     targets = batch["shift_labels"][0, positions]                              # [N]
     cu, longest = batch["cu_seq_lens"], batch["max_length"]
-    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                    logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
-                    max_length_k=longest)
-    loss = F.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")  # logits [N, V]
+    kwargs = dict(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                  logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                  max_length_k=longest)
+    if fused_ce:
+        with deferred_head(unwrapped if unwrapped is not None else model) as head:
+            outputs = model(**kwargs)                                          # logits = hidden states [1, N, d]
+        if getattr(head, "bias", None) is not None:
+            raise ValueError("fused cross-entropy: LM heads with a bias are not supported")
+        loss = linear_cross_entropy_sum(outputs.logits[0], head.weight, targets)
+    else:
+        outputs = model(**kwargs)
+        loss = F.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")  # logits [N, V]
     return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)), outputs
 
 
 class FastSFTTrainer(SFTTrainer):
     """SFTTrainer on packed rows: LM head + cross-entropy on the answer positions only, no per-step host sync."""
 
-    def __init__(self, *args, data_collator=None, **kwargs):
+    def __init__(self, *args, data_collator=None, fused_ce: bool = False, **kwargs):
         super().__init__(*args, data_collator=data_collator or PackedCollator(), **kwargs)
+        self.fused_ce = fused_ce
+        if self.args.logging_nan_inf_filter:
+            # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
+            # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs
+            logger.info("fast path: logging_nan_inf_filter off (it syncs with the GPU every step)")
+            self.args.logging_nan_inf_filter = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = answer_only_loss(model, inputs, num_items_in_batch)
+        fused = self.fused_ce and model.training
+        loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, fused_ce=fused,
+                                         unwrapped=self.accelerator.unwrap_model(model) if fused else None)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the token count was global
         if model.training and hasattr(self, "_total_train_tokens"):

