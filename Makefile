@@ -8,7 +8,7 @@ RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test slow_test demo spotify spotify_bench clean help
+.PHONY: venv test slow_test demo spotify spotify_bench bench bench_data bench_gpu clean help
 
 help:
 	@echo "make demo       set up, then run the pipeline on the generated demo catalog (into $(RUN))"
@@ -16,6 +16,8 @@ help:
 	@echo "make slow_test  also run the slow tests"
 	@echo "make spotify    ingest + vectorize the Spotify Songs CSV from $(SHARED) into runs/spotify"
 	@echo "make spotify_bench  (GPU) tokenizers, D_qt, one SFT per tokenizer, T2MR table into runs/spotify_bench"
+	@echo "make bench      CPU speed benchmarks: retrieval at 1.6M tracks, the decoding mask's cost"
+	@echo "make bench_gpu  (CUDA) SFT throughput stock TRL vs fast path, nine RQ-VAEs at 1.6M tracks; multi-GPU scaling"
 
 venv: $(STAMP)
 
@@ -63,6 +65,29 @@ spotify_bench: venv
 	PYTHON=$(BIN)/python recipes/spotify_t2mr.sh
 	$(BIN)/python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
 		--baselines bm25 dense artist_track_name --merge $$(ls runs/spotify_bench/t2mr/*/t2mr.json | grep -v /all/) --out_dir runs/spotify_bench/t2mr/all
+
+# Speed benchmarks (README, Performance). Their data: the Spotify RQ-VAE token database (reused when trained) and
+# 6,000 template D_qt queries of the first 2,000 tracks.
+BENCH ?= runs/bench
+bench_data: venv
+	$(BIN)/python -m eval.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
+		--methods rqvae
+	test -f $(BENCH)/dqt/dqt.jsonl || $(BIN)/python -m data_gen.dqt --run_dir runs/spotify_bench --mode template \
+		--num_queries 3 --max_tracks 2000 --out_dir $(BENCH)/dqt
+
+bench: bench_data
+	$(BIN)/python bench/retrieval_scale.py --out $(BENCH)/retrieval_scale.json
+	$(BIN)/python bench/decoding_overhead.py --token_db_dir runs/spotify_bench/tokenizers/rqvae
+
+bench_gpu: bench_data
+	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt
+	$(BIN)/python bench/sft_throughput.py --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
+		--token_db_dir runs/spotify_bench/tokenizers/rqvae --dqt_path $(BENCH)/dqt/dqt.jsonl --steps 40 --warmup 10 \
+		--out $(BENCH)/sft_throughput.json
+	$(BIN)/python bench/rqvae_scale.py --tracks 1600000 --epochs_measured 2 --plain_steps 200 \
+		--variants float32:1,bfloat16:1,bfloat16:4 --out $(BENCH)/rqvae_scale.json
+	if [ "$$($(BIN)/python -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then \
+		PYTHON=$(BIN)/python bench/sft_scaling.sh runs/spotify_bench/tokenizers/rqvae $(BENCH)/dqt/dqt.jsonl $(BENCH)/scaling; fi
 
 clean:
 	rm -rf runs .pytest_cache

@@ -4,6 +4,10 @@ markdown table of non-padding tokens/s per GPU, MFU, peak memory, and both loss 
     python bench/sft_throughput.py --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
         --token_db_dir TOKEN_DB_DIR --dqt_path DQT.parquet --steps 40 --warmup 10 --out runs/bench/sft_throughput.json
 
+Several GPUs: launch it like the recipe, e.g. `accelerate launch --config_file accelerate_configs/ddp.yaml
+--num_processes 2 bench/sft_throughput.py --rows fast128_compile ...` (zero2.yaml / zero3.yaml: DeepSpeed);
+bench/sft_scaling.sh runs 1 GPU, DDP, ZeRO-2 and ZeRO-3 and prints the scaling efficiency.
+
 Every row builds the model through the recipe (recipes/sft_3mtoken.py: load_model_and_data, build_trainer) with the
 same seed, so every row starts from the same weights and sees the same examples in the same order; only the
 per-device batch and the fast-path switches differ. Model FLOPs per step = 6 x non-embedding parameters x tokens
@@ -18,6 +22,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -73,6 +78,25 @@ PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), 
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a smoke run of the script on a tiny config
+# Launched by accelerate / torchrun on several GPUs (DDP or DeepSpeed from the accelerate config), every rank runs
+# every row; rank 0 prints and writes. Per-GPU figures: the ranks' tokens averaged over the slowest rank's time.
+WORLD, RANK, LOCAL_RANK = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
+
+
+def say(*a, **k) -> None:
+    if RANK == 0:
+        print(*a, **k)
+
+
+def across_ranks(values: list[float], op: str = "sum") -> list[float]:
+    """Reduce a few numbers over the ranks (one collective, after a row): 'sum' or 'max'. No-op on one process."""
+    import torch.distributed as dist
+
+    if WORLD == 1 or not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=DEVICE if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def sync() -> None:
@@ -148,7 +172,7 @@ class ProfileSteps(TrainerCallback):
                            "gpu_busy_ms_per_step": kernel_us / 1e3 / self.n,
                            "table": events.table(sort_by="self_device_time_total", row_limit=self.top,
                                                  max_name_column_width=70)}
-            print(f"profile, {self.n} steps: wall {self.report['wall_ms_per_step']:.1f} ms/step, GPU kernels "
+            say(f"profile, {self.n} steps: wall {self.report['wall_ms_per_step']:.1f} ms/step, GPU kernels "
                   f"{self.report['gpu_busy_ms_per_step']:.1f} ms/step (busy "
                   f"{self.report['gpu_busy_ms_per_step'] / self.report['wall_ms_per_step']:.0%}; profiler on)\n"
                   f"{self.report['table']}", flush=True)
@@ -216,13 +240,19 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     trainer.train()
     total_s = time.perf_counter() - t_start
     tokens, answer, sq = recorder.totals(warmup, steps)
-    seconds = clock.t1 - clock.t0
+    local_seconds = clock.t1 - clock.t0
+    # per GPU: the ranks' mean tokens over the slowest rank's time; the loss: the ranks' losses summed (each is its
+    # share of the global answer-token mean: loss_sum_rank x ranks / global count) / ranks = the global mean
+    tokens, answer, sq = (x / WORLD for x in across_ranks([tokens, answer, sq]))
+    seconds = across_ranks([local_seconds], "max")[0]
+    losses = [x / WORLD for x in across_ranks(recorder.losses())]
     flops = model_flops(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module,
                         tokens, answer, sq)
     row = {"key": key, "label": spec["label"], "batch": batch, "steps": steps, "timed_steps": steps - warmup,
+           "gpus": WORLD, "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
            "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0, "train_wall_s": total_s,
-           "mean_tokens_per_example": tokens / (batch * (steps - warmup)), "losses": recorder.losses(),
+           "mean_tokens_per_example": tokens / (batch * (steps - warmup)), "losses": losses,
            "profile": profiler.report if profiler else None}
     del trainer, model, recorder
     gc.collect()
@@ -245,13 +275,14 @@ def matmul_tflops(m: int = 8192, n: int = 8960, k: int = 1536, reps: int = 50) -
 
 
 def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
-    print(f"\n### SFT throughput, one GPU ({device}), {rows[0]['steps']} steps per row\n")
-    print("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | loss step 1 -> last |")
-    print("|---|---|---|---|---|---|---|")
+    gpus = f"{WORLD} GPUs ({rows[0]['distributed_type']})" if WORLD > 1 else "one GPU"
+    say(f"\n### SFT throughput, {gpus}, {device}, {rows[0]['steps']} steps per row\n")
+    say("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | loss step 1 -> last |")
+    say("|---|---|---|---|---|---|---|")
     base = next((r["tokens_per_s"] for r in rows if r["key"] == "stock32"), None)
     for r in rows:
         ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "-"
-        print(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
+        say(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
               f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
     parity = {}
     by_key = {r["key"]: r for r in rows}
@@ -263,13 +294,13 @@ def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
             tail_diff = abs(sum(a[-tail:]) - sum(b[-tail:])) / sum(a[-tail:])
             parity[f"{stock} vs {fast}"] = {"max_rel_diff": max(diffs), "last_steps_rel_diff": tail_diff,
                                             "pass": max(diffs) <= parity_tol}
-            print(f"\nLoss parity, {by_key[stock]['label']} vs {by_key[fast]['label']} "
+            say(f"\nLoss parity, {by_key[stock]['label']} vs {by_key[fast]['label']} "
                   f"(same examples per step, same learning rate):\n")
-            print("| step | " + " | ".join(str(i + 1) for i in range(0, len(a), max(1, len(a) // 10))) + " |")
-            print("|---|" + "---|" * len(range(0, len(a), max(1, len(a) // 10))))
+            say("| step | " + " | ".join(str(i + 1) for i in range(0, len(a), max(1, len(a) // 10))) + " |")
+            say("|---|" + "---|" * len(range(0, len(a), max(1, len(a) // 10))))
             for name, c in (("stock", a), ("fast", b)):
-                print(f"| {name} | " + " | ".join(f"{c[i]:.3f}" for i in range(0, len(a), max(1, len(a) // 10))) + " |")
-            print(f"\nmax relative difference over {len(a)} steps: {max(diffs):.4f} "
+                say(f"| {name} | " + " | ".join(f"{c[i]:.3f}" for i in range(0, len(a), max(1, len(a) // 10))) + " |")
+            say(f"\nmax relative difference over {len(a)} steps: {max(diffs):.4f} "
                   f"({'PASS' if max(diffs) <= parity_tol else 'FAIL'} at tolerance {parity_tol}); mean of the last "
                   f"{tail} steps: {sum(a[-tail:]) / tail:.4f} vs {sum(b[-tail:]) / tail:.4f} ({tail_diff:.4f})")
     return parity
@@ -290,42 +321,46 @@ def main() -> None:
     args, rest = ap.parse_known_args()
     if "-h" in rest or "--help" in rest:
         ap.print_help()
-        print("\nall other arguments: the recipe's (--config YAML, --token_db_dir, --dqt_path, ...)")
+        say("\nall other arguments: the recipe's (--config YAML, --token_db_dir, --dqt_path, ...)")
         return
+    if DEVICE == "cuda":
+        torch.cuda.set_device(LOCAL_RANK)  # before any model is built: each rank on its own GPU
     script_args, training_args, model_args = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config(
         args=rest + ["--output_dir", tempfile.mkdtemp(), "--save_strategy", "no", "--logging_steps", "1000000",
                      "--report_to", "none", "--disable_tqdm", "true"])
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
     start = time.perf_counter()
     _, _, dataset, counts, _ = load_model_and_data(script_args, training_args, model_args)
-    print(f"D_qt examples: {counts}", flush=True)
+    say(f"D_qt examples: {counts}", flush=True)
     if DEVICE == "cuda":
-        print(f"bf16 GEMM 8192x1536 @ 1536x8960: {matmul_tflops():.0f} TFLOP/s", flush=True)
+        say(f"bf16 GEMM 8192x1536 @ 1536x8960: {matmul_tflops():.0f} TFLOP/s", flush=True)
     rows = []
     for key in args.rows.split(","):
         if time.perf_counter() - start > args.time_budget_s:
-            print(f"skipping {key}: time budget spent", flush=True)
+            say(f"skipping {key}: time budget spent", flush=True)
             continue
-        print(f"--- {ROWS[key]['label']}", flush=True)
+        say(f"--- {ROWS[key]['label']}", flush=True)
         try:
             rows.append(run_row(key, script_args, training_args, model_args, dataset, args.steps, args.warmup,
                                 args.peak_tflops, args.batch, 3 if key in args.profile.split(",") else 0))
         except Exception as e:  # report the rows that ran; one failing variant must not hide the others
-            print(f"row {key} failed: {type(e).__name__}: {e}", flush=True)
+            say(f"row {key} failed: {type(e).__name__}: {e}", flush=True)
             gc.collect()
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
             continue
         r = rows[-1]
-        print(f"    {r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.1f}%, peak {r['peak_mem_gib']:.1f} GiB, "
+        say(f"    {r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.1f}%, peak {r['peak_mem_gib']:.1f} GiB, "
               f"{r['train_wall_s']:.0f} s in train()", flush=True)
-        if args.out:
+        if args.out and RANK == 0:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"device": device, "rows": rows}, indent=1))
     parity = print_tables(rows, device, args.parity_tol) if rows else {}
-    if args.out:
-        Path(args.out).write_text(json.dumps({"device": device, "torch": torch.__version__, "rows": rows,
-                                              "parity": parity}, indent=1))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.out and RANK == 0:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"device": device, "torch": torch.__version__, "gpus": WORLD,
+                                              "rows": rows, "parity": parity}, indent=1))
+    say(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

