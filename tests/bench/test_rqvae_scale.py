@@ -12,9 +12,10 @@ rqvae_scale = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rqvae_scale)
 
 
-def test_grouped_rqvae_equals_each_model_alone():
-    dims, batch, d_pad = [18, 30, 7], 64, 32
-    g = torch.Generator().manual_seed(0)
+def _grouped_setup(dims=(18, 30, 7), batch=64, d_pad=32, seed=1):
+    """Three RQ-VAEs of different input widths (codebooks initialised on their batch) -> (models, rows per model,
+    the rows zero-padded and stacked [G, B, d_pad], d_pad)."""
+    g = torch.Generator().manual_seed(seed)
     xs = [torch.randn(batch, d, generator=g) for d in dims]
     models = []
     for i, d in enumerate(dims):
@@ -23,8 +24,14 @@ def test_grouped_rqvae_equals_each_model_alone():
         with torch.no_grad():
             m.quantizer.init_codebooks(m.encoder(xs[i]), 5, torch.Generator().manual_seed(i))
         models.append(m)
-    grouped = rqvae_scale.GroupedRQVAE(models, d_pad).train()
     x = torch.stack([torch.nn.functional.pad(xi, (0, d_pad - xi.shape[1])) for xi in xs])  # [G, B, d_pad]
+    return models, xs, x, d_pad
+
+
+def test_grouped_rqvae_equals_each_model_alone():
+    models, xs, x, d_pad = _grouped_setup(seed=0)
+    dims = [xi.shape[1] for xi in xs]
+    grouped = rqvae_scale.GroupedRQVAE(models, d_pad).train()
     total, per_model = grouped(x)
     total.backward()
     for i, (m, xi) in enumerate(zip(models, xs)):
@@ -38,24 +45,10 @@ def test_grouped_rqvae_equals_each_model_alone():
         assert torch.allclose(grouped.encoder[1].running_mean[i], m.encoder[1].running_mean, atol=1e-6)
 
 
-def _grouped_setup(dims=(18, 30, 7), batch=64, d_pad=32):
-    g = torch.Generator().manual_seed(1)
-    xs = [torch.randn(batch, d, generator=g) for d in dims]
-    models = []
-    for i, d in enumerate(dims):
-        torch.manual_seed(i)
-        m = RQVAE(d, codebook_sizes=(4, 8)).train()
-        with torch.no_grad():
-            m.quantizer.init_codebooks(m.encoder(xs[i]), 5, torch.Generator().manual_seed(i))
-        models.append(m)
-    x = torch.stack([torch.nn.functional.pad(xi, (0, d_pad - xi.shape[1])) for xi in xs])
-    return models, x, d_pad
-
-
 def test_bf16_matmul_operands_keep_float32_parameters_and_train_alike():
     """bf16 operands round every product and the gradients flowing back (as autocast does): the loss curves of 40
     AdamW steps at the paper's lr stay within bf16 noise of the float32 model's."""
-    models, x, d_pad = _grouped_setup(batch=256)
+    models, _, x, d_pad = _grouped_setup(batch=256)
     xb = x.bfloat16()  # the text group's data is stored in bf16; both models read the same rounded rows
     curves = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -77,7 +70,7 @@ def test_bf16_matmul_operands_keep_float32_parameters_and_train_alike():
 
 
 def test_group_trainer_epoch_takes_every_row_once_per_model():
-    models, x, d_pad = _grouped_setup(batch=16)
+    models, _, _, d_pad = _grouped_setup(batch=16)
     data = torch.randn(3, 96, d_pad)
     tr = rqvae_scale.GroupTrainer(["a", "b", "c"], data, models, batch=16, lr=1e-3, weight_decay=0.0,
                                   use_graph=False, device=torch.device("cpu"))
