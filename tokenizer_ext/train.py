@@ -130,17 +130,26 @@ def load_pairs(cfg: TrainConfig, track_ids: list[str], train_rows: np.ndarray) -
     return pairs, scores, {**record, "pairs": int(len(pairs))}
 
 
-def run_joint(cfg: TrainConfig) -> dict:
-    """Train one joint quantizer on every requested modality (see the module docstring)."""
+def _open_run(cfg: TrainConfig):
+    """-> (embedding store, output dir, the requested modalities that have embeddings, {skipped: reason}). A modality
+    asked for by name but without embeddings is an error; under 'all' it is skipped and reported."""
     store = EmbeddingStore(cfg.run_dir)
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "tokenizers" / cfg.method)
     out_dir.mkdir(parents=True, exist_ok=True)
     available = store.modalities()
     requested = parse_modalities(cfg.modalities)
     skipped = {m: f"no embeddings in this run ({store.info(m).get('status')})" for m in requested if m not in available}
-    if skipped and cfg.modalities not in (None, "", "all"):
-        raise ValueError(f"{store.dir}: requested modalities without embeddings: " + "; ".join(skipped))
-    inputs = [m for m in requested if m in available]
+    if skipped and cfg.modalities not in (None, "", "all"):  # asked for by name: say so instead of skipping
+        raise ValueError(f"{store.dir}: requested modalities without embeddings: "
+                         + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
+    for m, reason in skipped.items():
+        print(f"[{m}] skipped: {reason}", file=sys.stderr)
+    return store, out_dir, [m for m in requested if m in available], skipped
+
+
+def run_joint(cfg: TrainConfig) -> dict:
+    """Train one joint quantizer on every requested modality (see the module docstring)."""
+    store, out_dir, inputs, skipped = _open_run(cfg)
     if not inputs:
         raise ValueError(f"{store.dir}: none of the requested modalities has embeddings")
     track_ids = store.track_ids
@@ -215,24 +224,13 @@ def _finish(cfg: TrainConfig, store: EmbeddingStore, out_dir: Path, counts: dict
 def run(cfg: TrainConfig) -> dict:
     if cfg.method in JOINT_METHODS:
         return run_joint(cfg)
-    store = EmbeddingStore(cfg.run_dir)
-    out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "tokenizers" / cfg.method)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    available = store.modalities()
-    requested = parse_modalities(cfg.modalities)
-    skipped = {m: f"no embeddings in this run ({store.info(m).get('status')})" for m in requested if m not in available}
-    if skipped and cfg.modalities not in (None, "", "all"):  # asked for by name: say so instead of skipping
-        raise ValueError(f"{store.dir}: requested modalities without embeddings: "
-                         + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
-    for m, reason in skipped.items():
-        print(f"[{m}] skipped: {reason}", file=sys.stderr)
-
+    store, out_dir, present, skipped = _open_run(cfg)
     track_ids = store.track_ids
     is_test = split_tracks(track_ids, cfg.test_fraction, cfg.seed)
     split = write_split(out_dir, track_ids, is_test, cfg)
 
     quantizers, records = {}, {}
-    for m in (m for m in requested if m in available):
+    for m in present:
         quantizer, records[m] = train_modality(m, cfg, store, is_test, out_dir)
         if quantizer is None:
             if cfg.modalities not in (None, "", "all"):
@@ -243,7 +241,8 @@ def run(cfg: TrainConfig) -> dict:
             quantizers[m] = quantizer
             print(f"[{m}] {records[m]['status']}", file=sys.stderr)
     if not quantizers:
-        raise ValueError(f"{store.dir}: none of the requested modalities ({', '.join(requested)}) can be trained")
+        raise ValueError(f"{store.dir}: none of the requested modalities "
+                         f"({', '.join(parse_modalities(cfg.modalities))}) can be trained")
 
     tokenizer = MusicTokenizer(cfg.tokenizer_config(), quantizers, {m: store.dim(m) for m in quantizers})
     db, conflicts = _save_tokenizer_and_db(cfg, tokenizer, store, out_dir)
