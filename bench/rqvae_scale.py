@@ -22,103 +22,17 @@ The 150-epoch times are extrapolations from the measured steps/epochs (stated in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 from data_gen.registry import MODALITIES  # noqa: E402
 from tokenizer_ext.rqvae import RQVAE  # noqa: E402
-
-
-class GroupedRQVAE(nn.Module):
-    """G RQ-VAEs (tokenizer_ext.rqvae.RQVAE) as one module: x [G, B, d_pad] -> summed loss; per-model maths unchanged.
-
-    Inputs narrower than d_pad are zero-padded: the zero columns add nothing to the encoder, and the decoder's padded
-    outputs are masked out of the reconstruction loss (mean over the model's own d_in), so each model trains exactly
-    as alone; the padded weights receive no gradient."""
-
-    def __init__(self, models: list[RQVAE], d_pad: int, matmul_dtype: torch.dtype = torch.float32):
-        super().__init__()
-        self.matmul_dtype = matmul_dtype  # bf16: the matmuls read bf16 operands (float32 accumulate and outputs)
-        self.d_in = [m.encoder[0].in_features for m in models]
-        self.beta = models[0].beta
-        self.register_buffer("mask", torch.stack([(torch.arange(d_pad) < d).float() for d in self.d_in]))  # [G, d_pad]
-        self.register_buffer("d_in_t", torch.tensor(self.d_in, dtype=torch.float32))  # no host copy in a CUDA graph
-        self.encoder = self._stack([m.encoder for m in models], d_pad, pad_input=True)
-        self.decoder = self._stack([m.decoder for m in models], d_pad, pad_input=False)
-        self.codebooks = nn.ParameterList([nn.Parameter(torch.stack([m.quantizer.codebooks[i].detach() for m in models]))
-                                           for i in range(len(models[0].quantizer.codebooks))])  # [G, K_l, d_z]
-
-    @staticmethod
-    def _stack(mlps: list[nn.Sequential], d_pad: int, pad_input: bool) -> nn.ModuleList:
-        layers = nn.ModuleList()
-        n = len(mlps[0])
-        for i in range(n):
-            mods = [mlp[i] for mlp in mlps]
-            layer = nn.Module()
-            if isinstance(mods[0], nn.Linear):
-                w = [m.weight.detach() for m in mods]
-                if pad_input and i == 0:
-                    w = [F.pad(x, (0, d_pad - x.shape[1])) for x in w]
-                b = [m.bias.detach() for m in mods]
-                if not pad_input and i == n - 1:
-                    w = [F.pad(x, (0, 0, 0, d_pad - x.shape[0])) for x in w]
-                    b = [F.pad(x, (0, d_pad - x.shape[0])) for x in b]
-                layer.kind = "linear"
-                layer.weight, layer.bias = nn.Parameter(torch.stack(w)), nn.Parameter(torch.stack(b))  # [G,o,i],[G,o]
-            elif isinstance(mods[0], nn.BatchNorm1d):
-                layer.kind, layer.eps, layer.momentum = "bn", mods[0].eps, mods[0].momentum
-                layer.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods]))
-                layer.bias = nn.Parameter(torch.stack([m.bias.detach() for m in mods]))
-                layer.register_buffer("running_mean", torch.stack([m.running_mean for m in mods]))
-                layer.register_buffer("running_var", torch.stack([m.running_var for m in mods]))
-            else:
-                layer.kind = "relu"
-            layers.append(layer)
-        return layers
-
-    def _mlp(self, layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
-        for layer in layers:
-            if layer.kind == "linear":
-                if self.matmul_dtype == torch.float32:
-                    h = torch.baddbmm(layer.bias.unsqueeze(1), h.float(), layer.weight.transpose(1, 2))  # [G, B, out]
-                else:  # parameters stay float32 (the optimizer's copy); the product runs on bf16 operands
-                    w = layer.weight.to(self.matmul_dtype).transpose(1, 2)
-                    h = torch.bmm(h.to(self.matmul_dtype), w).float() + layer.bias.unsqueeze(1)
-            elif layer.kind == "bn":  # BatchNorm1d in training mode, per model
-                mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
-                if self.training:
-                    with torch.no_grad():
-                        n = h.shape[1]
-                        layer.running_mean.lerp_(mean.squeeze(1), layer.momentum)
-                        layer.running_var.lerp_(var.squeeze(1) * n / (n - 1), layer.momentum)
-                h = (h - mean) * torch.rsqrt(var + layer.eps) * layer.weight.unsqueeze(1) + layer.bias.unsqueeze(1)
-            else:
-                h = F.relu(h)
-        return h
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [G, B, d_pad] -> (sum of the G models' losses, per-model losses [G])."""
-        z = self._mlp(self.encoder, x)                                        # [G, B, d_z] (x: any float dtype)
-        r, z_q, codebook, commitment = z, torch.zeros_like(z), 0.0, 0.0
-        for cb in self.codebooks:                                             # [G, K, d_z]
-            k = torch.cdist(r.detach(), cb.detach()).argmin(-1)               # [G, B]
-            e = torch.gather(cb, 1, k.unsqueeze(-1).expand(-1, -1, cb.shape[-1]))  # [G, B, d_z], grad into cb
-            codebook = codebook + (e - r.detach()).pow(2).mean((1, 2))
-            commitment = commitment + (r - e.detach()).pow(2).mean((1, 2))
-            z_q = z_q + e
-            r = r - e.detach()
-        x_hat = self._mlp(self.decoder, z + (z_q - z).detach())               # straight-through
-        recon = ((x_hat - x.float()).pow(2) * self.mask.unsqueeze(1)).sum((1, 2)) / (x.shape[1] * self.d_in_t)
-        per_model = recon + codebook + self.beta * commitment                 # [G]
-        return per_model.sum(), per_model.detach()
+from tokenizer_ext.rqvae_grouped import GroupedRQVAE, GroupTrainer  # noqa: E402,F401 (the fast path under test)
 
 
 def paper_modalities() -> list[tuple[str, int]]:
@@ -148,86 +62,6 @@ def build_model(d_in: int, seed: int, device, init_rows: torch.Tensor, kmeans_it
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-class GroupTrainer:
-    """One group of same-width modalities on the GPU: its data [G, n, d], grouped model, optimizer, CUDA graph."""
-
-    def __init__(self, names, data, models, batch, lr, weight_decay, use_graph, device, compile_model=False,
-                 matmul_dtype=torch.float32, steps_per_graph: int = 1):
-        self.names, self.data, self.batch, self.device = names, data, batch, device
-        self.k = steps_per_graph if use_graph else 1  # optimizer steps captured in one graph (fewer replays)
-        self.model = GroupedRQVAE(models, data.shape[2], matmul_dtype).to(device).train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay,
-                                     fused=device.type == "cuda", capturable=use_graph)
-        self.g_idx = torch.arange(len(names), device=device).unsqueeze(1)  # [G, 1]
-        self.idx = torch.zeros(self.k, len(names), batch, dtype=torch.long, device=device)  # static batch indices
-        self.loss_sum = torch.zeros(len(names), device=device)
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.graph = None
-        # torch.compile fuses the many small element-wise kernels (BatchNorm, losses) of this launch-bound step
-        self.forward = torch.compile(self.model) if compile_model else self.model
-        self.compiled = compile_model
-        if use_graph:
-            try:
-                self._capture()
-            except Exception as e:  # report it; retry without compile, then run the step without a graph
-                print(f"CUDA graph capture failed for {names} (compile={self.compiled}): {type(e).__name__}: "
-                      f"{str(e)[:300]}", flush=True)
-                torch.cuda.synchronize()
-                self.graph = None
-                if self.compiled:
-                    self.forward, self.compiled = self.model, False
-                    try:
-                        self._capture()
-                    except Exception as e2:
-                        print(f"CUDA graph capture failed again, eager steps: {type(e2).__name__}", flush=True)
-                        self.graph = None
-                        torch.cuda.synchronize()
-
-    def _step(self, k: int = 0) -> None:
-        x = self.data[self.g_idx, self.idx[k]]                                       # [G, B, d], stored dtype
-        loss, per_model = self.forward(x)
-        loss.backward()
-        self.opt.step()
-        self.loss_sum += per_model
-
-    def _capture(self) -> None:
-        self.idx.copy_(torch.randint(self.data.shape[1], self.idx.shape, device=self.device))
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up steps (real updates) before capture, as torch.cuda.graphs requires
-            for _ in range(3):
-                self.opt.zero_grad(set_to_none=True)
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.opt.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            for k in range(self.k):
-                if k:
-                    self.opt.zero_grad(set_to_none=False)  # in-graph: the next step's backward must not accumulate
-                self._step(k)  # the first backward of a replay writes fresh grads (captured with grads None)
-
-    def epoch(self, max_steps: int | None = None) -> int:
-        """One shuffled pass (or max_steps steps), queued on this group's stream without a host sync -> steps."""
-        n = self.data.shape[1]
-        steps = n // self.batch if max_steps is None else min(max_steps, n // self.batch)
-        steps -= steps % self.k  # whole replays (at most k - 1 steps of an epoch dropped; counted exactly)
-        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        with ctx:
-            perm = torch.argsort(torch.rand(len(self.names), n, device=self.device), dim=1)  # per-model shuffles
-            span = self.k * self.batch
-            for s in range(0, steps, self.k):
-                block = perm[:, s * self.batch:s * self.batch + span]                      # [G, k * B]
-                self.idx.copy_(block.view(len(self.names), self.k, self.batch).transpose(0, 1))
-                if self.graph is not None:
-                    self.graph.replay()
-                else:
-                    for k in range(self.k):
-                        self.opt.zero_grad(set_to_none=True)
-                        self._step(k)
-        return steps
 
 
 def build_trainers(groups_data, args, device, matmul_dtype, steps_per_graph) -> list[GroupTrainer]:
@@ -428,7 +262,7 @@ def main() -> None:
     result["fast_graphs"] = [tr.graph is not None for tr in trainers]
     result["fast_compiled"] = [tr.compiled for tr in trainers]
     result["fast_mean_loss"] = {n: float(v) / max(steps, 1) for tr in trainers
-                                           for n, v in zip(tr.names, tr.loss_sum.cpu())}
+                                for n, v in zip(tr.names, tr.loss_sum[:, 0].cpu())}
     result["speedup"] = result["plain_150_s"] / result["fast_150_s"] if plain else float("nan")
     if args.profile_steps and device.type == "cuda":
         result["profile"] = profile_groups(trainers, args.profile_steps, top=20)

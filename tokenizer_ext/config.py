@@ -28,7 +28,8 @@ KMEANS_FIELDS = ("method", "codebook_sizes", "test_fraction", "seed", "kmeans_fu
 KMEANS_METHODS = ("kmeans", "rqkmeans", "psrq", "psrq_joint")  # trained by k-means alone: only KMEANS_FIELDS count
 # Fields that only some methods read; other methods leave them out of their checkpoint key, so adding them did not
 # invalidate checkpoints trained before they existed.
-METHOD_FIELDS = {"sub_embedding_dim": ("fusid",), "fusion_hidden_dim": ("fusid",), "reg_weight": ("fusid",),
+METHOD_FIELDS = {"grouped": ("rqvae", "vqvae"), "grouped_data_dtype": ("rqvae", "vqvae"),
+                 "sub_embedding_dim": ("fusid",), "fusion_hidden_dim": ("fusid",), "reg_weight": ("fusid",),
                  "variance_target": ("fusid",), "shared_levels": ("musicrec",), "align_weight": ("musicrec",),
                  "relation_weight": ("musicrec",), "align_temperature": ("musicrec",),
                  "align_modality": ("musicrec",), "playlists": ("fusid",), "train_playlists": ("fusid",)}
@@ -102,6 +103,12 @@ class TokenizerConfig:
         "help": "give tracks with identical codes an extra <ID-k> token, so every track ID is unique"})
     encode_chunk_rows: int = field(default=65536, metadata={
         "help": "rows per chunk when encoding the whole catalog into the token database (memory bound)"})
+    grouped: bool = field(default=False, metadata={
+        "help": "rqvae/vqvae: train the modalities together, batched by input width (tokenizer_ext/rqvae_grouped.py: "
+                "data on the device, per-model shuffles, CUDA graphs on a GPU); epochs count the largest modality"})
+    grouped_data_dtype: str = field(default="float32", metadata={
+        "help": "grouped: dtype of the training rows kept on the device (bfloat16 halves the memory of wide inputs)",
+        "choices": ["float32", "bfloat16"]})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -110,6 +117,8 @@ class TokenizerConfig:
         self.codebook_sizes = tuple(int(k) for k in (self.codebook_sizes or DEFAULT_CODEBOOK_SIZES[self.method]))
         if self.method in ("vqvae", "kmeans") and len(self.codebook_sizes) != 1:
             raise ValueError(f"{self.method} has one codebook level, got codebook_sizes={self.codebook_sizes}")
+        if self.grouped and self.method not in ("rqvae", "vqvae"):
+            raise ValueError(f"grouped training is for rqvae and vqvae, not {self.method}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
@@ -121,6 +130,8 @@ class TokenizerConfig:
             names = [n for n in names if n in KMEANS_FIELDS]
         else:
             names = [n for n in names if n != "kmeans_full_batch_max_rows"]
+        if not self.grouped:  # per-modality training: the key of the checkpoints trained before the option existed
+            names = [n for n in names if n not in ("grouped", "grouped_data_dtype")]
         return {n: getattr(self, n) for n in names}
 
     def tokenizer_config(self) -> TokenizerConfig:

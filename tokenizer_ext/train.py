@@ -63,9 +63,9 @@ def _drop_log_lines(log_path: Path, modality: str) -> None:
         log_path.write_text("".join(ln for ln in lines if json.loads(ln).get("modality") != modality))
 
 
-def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
-                   out_dir: Path) -> tuple[ModalityQuantizer | None, dict]:
-    """Train (or reuse) one modality's quantizer -> (quantizer or None when it has no training rows, record)."""
+def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, out_dir: Path):
+    """-> ("reused", quantizer, record) when the checkpoint matches the settings and inputs; ("skipped", None,
+    record) without 2 present training rows; else ("train", (x_train, x_test), partial record)."""
     info = store.info(modality)
     settings = config_hash({**cfg.model_settings(), "modality": modality,
                             "embeddings": {k: info.get(k) for k in ("settings", "dim", "present")}})
@@ -73,16 +73,36 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     if record_path.exists() and not cfg.overwrite:
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings:
-            return QUANTIZERS[cfg.method].load(ckpt_dir, device=cfg.device), {**record, "status": "reused"}
+            return "reused", QUANTIZERS[cfg.method].load(ckpt_dir, device=cfg.device), {**record, "status": "reused"}
     present = store.presence(modality)
     train_rows, test_rows = np.flatnonzero(present & ~is_test), np.flatnonzero(present & is_test)
+    record = {"modality": modality, "method": cfg.method, "settings": settings, "train": int(len(train_rows)),
+              "test": int(len(test_rows))}
     if len(train_rows) < 2:
-        return None, {"modality": modality, "status": "skipped", "train": int(len(train_rows)),
-                      "test": int(len(test_rows)), "reason": "fewer than 2 present training tracks"}
+        return "skipped", None, {**record, "status": "skipped", "reason": "fewer than 2 present training tracks"}
     store.check_finite(modality, np.flatnonzero(present))
     matrix = store.load(modality)  # memory-mapped; only this modality's present rows are read
-    x_train, x_test = np.asarray(matrix[train_rows]), np.asarray(matrix[test_rows])
+    return "train", (np.asarray(matrix[train_rows]), np.asarray(matrix[test_rows])), record
 
+
+def _save_trained(quantizer: ModalityQuantizer, record: dict, history: list[dict], seconds: float,
+                  out_dir: Path) -> dict:
+    """Checkpoint + its record (written last: its presence means the checkpoint is complete) -> the record."""
+    modality = record["modality"]
+    quantizer.save(out_dir / modality)
+    record = {**record, "status": "trained", "codebook_sizes": list(quantizer.codebook_sizes),
+              "seconds": round(seconds, 2), "final": history[-1] if history else {}}
+    (out_dir / modality / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
+                   out_dir: Path) -> tuple[ModalityQuantizer | None, dict]:
+    """Train (or reuse) one modality's quantizer -> (quantizer or None when it has no training rows, record)."""
+    status, payload, record = _reuse_or_rows(modality, cfg, store, is_test, out_dir)
+    if status != "train":
+        return payload, record
+    x_train, x_test = payload
     quantizer = build_quantizer(cfg)
     log_path = out_dir / LOG_FILE
     _drop_log_lines(log_path, modality)
@@ -93,13 +113,44 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
                  file=sys.stderr, disable=None) as bar:
         # val_recon = held-out test tracks, for monitoring only
         quantizer.fit(x_train, x_test, log=_progress_logger(fh, bar, history, modality))
-    quantizer.save(ckpt_dir)
-    record = {"modality": modality, "method": cfg.method, "settings": settings, "status": "trained",
-              "train": int(len(train_rows)), "test": int(len(test_rows)), "dim": int(x_train.shape[1]),
-              "codebook_sizes": list(quantizer.codebook_sizes), "seconds": round(time.time() - t0, 2),
-              "final": history[-1] if history else {}}
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
-    return quantizer, record
+    return quantizer, _save_trained(quantizer, {**record, "dim": int(x_train.shape[1])}, history,
+                                    time.time() - t0, out_dir)
+
+
+def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
+                             out_dir: Path) -> dict[str, tuple[ModalityQuantizer | None, dict]]:
+    """`grouped: true` (RQ-VAE / VQ-VAE): the modalities to train go through tokenizer_ext.rqvae_grouped.train_grouped
+    together (batched by input width, concurrent on the GPU); reuse and skips as train_modality -> per modality
+    (quantizer or None, record)."""
+    from tokenizer_ext.rqvae_grouped import train_grouped
+
+    results, jobs = {}, {}
+    for m in modalities:
+        status, payload, record = _reuse_or_rows(m, cfg, store, is_test, out_dir)
+        if status == "train":
+            jobs[m] = (payload, record)
+        else:
+            results[m] = (payload, record)
+    if not jobs:
+        return results
+    quantizers = {m: build_quantizer(cfg) for m in jobs}
+    log_path = out_dir / LOG_FILE
+    for m in jobs:
+        _drop_log_lines(log_path, m)
+    histories: dict[str, list[dict]] = {m: [] for m in jobs}
+    t0 = time.time()
+    with open(log_path, "a", encoding="utf-8") as fh, \
+            tqdm(total=cfg.epochs * len(jobs), desc=f"{'+'.join(jobs)} ({cfg.method}, grouped)", unit="epoch",
+                 file=sys.stderr, disable=None) as bar:
+        train_grouped(quantizers, {m: x for m, ((x, _), _) in jobs.items()},
+                      {m: xv for m, ((_, xv), _) in jobs.items()},
+                      log={m: _progress_logger(fh, bar, histories[m], m) for m in jobs},
+                      data_dtype=cfg.grouped_data_dtype)
+    seconds = time.time() - t0
+    for m, ((x, _), record) in jobs.items():
+        results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "dim": int(x.shape[1]), "grouped": True},
+                                                   histories[m], seconds, out_dir))
+    return results
 
 
 def _progress_logger(fh, bar, history: list[dict], label: str | None):
@@ -230,8 +281,9 @@ def run(cfg: TrainConfig) -> dict:
     split = write_split(out_dir, track_ids, is_test, cfg)
 
     quantizers, records = {}, {}
+    grouped = train_modalities_grouped(present, cfg, store, is_test, out_dir) if cfg.grouped else {}
     for m in present:
-        quantizer, records[m] = train_modality(m, cfg, store, is_test, out_dir)
+        quantizer, records[m] = grouped[m] if m in grouped else train_modality(m, cfg, store, is_test, out_dir)
         if quantizer is None:
             if cfg.modalities not in (None, "", "all"):
                 raise ValueError(f"{store.dir}: requested modality {m} cannot be trained: {records[m]['reason']}")

@@ -135,3 +135,32 @@ def test_changed_settings_retrain_only_that_modality(run_dir, tmp_path, capsys):
     main(km)
     main([*km, "--epochs", "7", "--lr", "0.1"])  # settings k-means does not read: its checkpoint is reused
     assert "| RI | reused |" in capsys.readouterr().out
+
+
+def test_grouped_training_builds_a_token_db_and_reuses_it(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "grouped"
+    argv = ["--run_dir", str(run_dir), "--epochs", "3", "--out_dir", str(out_dir), "--device", "cpu",
+            "--grouped", "true"]
+    main(argv)
+    table = capsys.readouterr().out
+    assert all(f"| {m} | trained |" in table for m in MODALITIES), table
+    store, db = EmbeddingStore(run_dir), TokenDB.load(out_dir)
+    assert db.modalities == MODALITIES
+    for m in MODALITIES:
+        present = store.presence(m)
+        assert (db.codes[m][~present] == -1).all() and (db.codes[m][present] >= 0).all()
+        record = json.loads((out_dir / m / "checkpoint.json").read_text())
+        assert record["grouped"] and record["final"]["epoch"] == 3 and record["final"]["val_recon"] >= 0
+    log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    assert sorted((r["modality"], r["epoch"]) for r in log) == [(m, e) for m in sorted(MODALITIES) for e in (1, 2, 3)]
+    losses = {m: [r["loss"] for r in log if r["modality"] == m] for m in MODALITIES}
+    assert all(v[-1] < v[0] for v in losses.values()), losses
+    tokenizer = MusicTokenizer.load(out_dir, device="cpu")  # saved like per-modality checkpoints
+    np.testing.assert_array_equal(tokenizer.encode_store(store, chunk_rows=64).codes["MC"], db.codes["MC"])
+
+    main(argv)  # same settings: reused
+    assert capsys.readouterr().out.count("| reused |") == len(MODALITIES)
+    main(argv[:-2])  # per-modality training is a different model: retrained, not the grouped checkpoint
+    assert capsys.readouterr().out.count("| trained |") == len(MODALITIES)
+    with pytest.raises(ValueError, match="grouped training is for rqvae and vqvae"):
+        TrainConfig(run_dir="r", method="kmeans", grouped=True)

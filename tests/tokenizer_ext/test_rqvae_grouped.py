@@ -1,0 +1,164 @@
+"""Grouped RQ-VAE training (tokenizer_ext/rqvae_grouped.py) is the repo's RQ-VAE: same losses and gradients as each
+model alone, weights copied back exactly, per-model shuffles over each model's own rows, and train_grouped fits
+RQVAEQuantizers that save, load and encode like per-modality ones."""
+
+import numpy as np
+import pytest
+import torch
+
+from tokenizer_ext.rqvae import RQVAE, RQVAEQuantizer
+from tokenizer_ext.rqvae_grouped import GroupedRQVAE, GroupTrainer, train_grouped, width_groups
+
+
+def _grouped_setup(dims=(18, 30, 7), batch=64, d_pad=32, seed=1):
+    """Three RQ-VAEs of different input widths (codebooks initialised on their batch) -> (models, rows per model,
+    the rows zero-padded and stacked [G, B, d_pad], d_pad)."""
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(batch, d, generator=g) for d in dims]
+    models = []
+    for i, d in enumerate(dims):
+        torch.manual_seed(i)
+        m = RQVAE(d, codebook_sizes=(4, 8)).train()
+        with torch.no_grad():
+            m.quantizer.init_codebooks(m.encoder(xs[i]), 5, torch.Generator().manual_seed(i))
+        models.append(m)
+    x = torch.stack([torch.nn.functional.pad(xi, (0, d_pad - xi.shape[1])) for xi in xs])  # [G, B, d_pad]
+    return models, xs, x, d_pad
+
+
+def test_grouped_rqvae_equals_each_model_alone():
+    models, xs, x, d_pad = _grouped_setup(seed=0)
+    dims = [xi.shape[1] for xi in xs]
+    grouped = GroupedRQVAE(models, d_pad).train()
+    total, stats, codes = grouped(x)
+    per_model = stats[:, 0]
+    assert codes.shape == (len(models), x.shape[1], 2)
+    total.backward()
+    for i, (m, xi) in enumerate(zip(models, xs)):
+        out = m(xi)
+        out.loss.backward()
+        assert torch.allclose(per_model[i], out.loss.detach(), atol=1e-5), (i, per_model[i], out.loss)
+        assert torch.allclose(grouped.encoder[0].weight.grad[i, :, :dims[i]], m.encoder[0].weight.grad, atol=1e-5)
+        assert torch.all(grouped.encoder[0].weight.grad[i, :, dims[i]:] == 0)  # padded inputs: no gradient
+        assert torch.allclose(grouped.decoder[-1].weight.grad[i, :dims[i]], m.decoder[-1].weight.grad, atol=1e-5)
+        assert torch.allclose(grouped.codebooks[1].grad[i], m.quantizer.codebooks[1].grad, atol=1e-5)
+        assert torch.allclose(grouped.encoder[1].running_mean[i], m.encoder[1].running_mean, atol=1e-6)
+
+
+def test_bf16_matmul_operands_keep_float32_parameters_and_train_alike():
+    """bf16 operands round every product and the gradients flowing back (as autocast does): the loss curves of 40
+    AdamW steps at the paper's lr stay within bf16 noise of the float32 model's."""
+    models, _, x, d_pad = _grouped_setup(batch=256)
+    xb = x.bfloat16()  # the text group's data is stored in bf16; both models read the same rounded rows
+    curves = []
+    for dtype in (torch.float32, torch.bfloat16):
+        m = GroupedRQVAE(models, d_pad, matmul_dtype=dtype).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        losses = []
+        for _ in range(40):
+            opt.zero_grad()
+            total, stats, _ = m(xb if dtype == torch.bfloat16 else xb.float())
+            total.backward()
+            opt.step()
+            losses.append(stats[:, 0])
+        assert all(p.dtype == torch.float32 for p in m.parameters())  # the optimizer updates float32 weights
+        curves.append(torch.stack(losses))  # [steps, G]
+    ref, low = curves
+    assert torch.allclose(low[0], ref[0], rtol=5e-3), (low[0], ref[0])
+    assert ((low - ref).abs() / ref).max() < 3e-2
+    assert (ref[-1] < ref[0]).all() and (low[-1] < low[0]).all()
+
+
+def test_group_trainer_epoch_takes_every_row_once_per_model():
+    models, _, _, d_pad = _grouped_setup(batch=16)
+    data = torch.randn(3, 96, d_pad)
+    tr = GroupTrainer(["a", "b", "c"], data, models, batch=16, lr=1e-3, weight_decay=0.0,
+                                  use_graph=False, device=torch.device("cpu"))
+    seen = []
+    step = tr._step
+    tr._step = lambda k=0: (seen.append(tr.idx[k].clone()), step(k))
+    assert tr.epoch() == 6 and len(seen) == 6
+    rows = torch.cat(seen, dim=1)  # [G, 96]: one shuffled pass per model
+    assert all(sorted(r.tolist()) == list(range(96)) for r in rows)
+    assert not torch.equal(rows[0], rows[1])  # per-model shuffles
+    assert torch.isfinite(tr.loss_sum).all() and (tr.loss_sum[:, 0] > 0).all()
+    stats = tr.read_stats()  # per model: mean loss terms over the epoch's steps, dead codes per level
+    assert len(stats) == 3 and all(r["loss"] > 0 and len(r["dead_codes"]) == 2 for r in stats)
+    assert all(0 <= d <= k for r in stats for d, k in zip(r["dead_codes"], (4, 8)))
+    assert torch.all(tr.loss_sum == 0)  # read resets
+
+
+def test_models_with_fewer_rows_sample_only_their_own_rows():
+    models, _, _, d_pad = _grouped_setup(batch=16)
+    n_rows = [96, 40, 7]
+    data = torch.randn(3, 96, d_pad)
+    tr = GroupTrainer(["a", "b", "c"], data, models, batch=16, lr=1e-3, weight_decay=0.0, use_graph=False,
+                      device=torch.device("cpu"), n_rows=n_rows, seed=3)
+    seen = []
+    step = tr._step
+    tr._step = lambda k=0: (seen.append(tr.idx[k].clone()), step(k))
+    assert tr.epoch() == 6  # the largest model's rows set the epoch
+    rows = torch.cat(seen, dim=1)  # [G, 96]
+    for g, n in enumerate(n_rows):
+        assert int(rows[g].max()) < n  # never a padding row
+        assert set(rows[g].tolist()) == set(range(n))  # every own row at least once
+        assert rows[g][:n].unique().numel() == n  # the first n draws are one permutation
+
+
+def test_unstack_puts_back_exactly_the_grouped_weights():
+    models, xs, x, d_pad = _grouped_setup()
+    grouped = GroupedRQVAE(models, d_pad).train()
+    opt = torch.optim.AdamW(grouped.parameters(), lr=1e-2)
+    for _ in range(3):  # move the grouped weights away from the models'
+        opt.zero_grad()
+        grouped(x)[0].backward()
+        opt.step()
+    grouped.unstack_into(models)
+    total, stats, _ = grouped(x)
+    for g, (m, xi) in enumerate(zip(models, xs)):
+        m.train()
+        out = m(xi)  # the unstacked model alone, same batch: the grouped model's numbers for this model
+        assert torch.allclose(out.loss, stats[g, 0], atol=1e-5), (g, out.loss, stats[g, 0])
+        assert torch.allclose(out.recon, stats[g, 1], atol=1e-5)
+
+
+def test_width_groups_put_wide_inputs_alone_and_narrow_ones_together():
+    groups = width_groups({"AC": 4096, "BM": 4096, "SC": 128, "MC": 247, "RI": 18, "X": 384})
+    assert sorted(map(sorted, groups)) == [["AC", "BM"], ["MC", "RI", "SC"], ["X"]]
+
+
+def _clustered(n, d, seed):
+    g = np.random.default_rng(seed)
+    centres = g.normal(size=(8, d))
+    return (centres[g.integers(0, 8, n)] + 0.1 * g.normal(size=(n, d))).astype(np.float32)
+
+
+def test_train_grouped_fits_quantizers_that_save_load_and_encode(tmp_path):
+    dims, rows = {"A": 300, "B": 300, "C": 24, "D": 9}, {"A": 256, "B": 200, "C": 256, "D": 130}
+    both = {m: _clustered(rows[m] + 40, d, i) for i, (m, d) in enumerate(dims.items())}  # same clusters
+    x, xv = {m: v[:rows[m]] for m, v in both.items()}, {m: v[rows[m]:] for m, v in both.items()}
+    kw = dict(codebook_sizes=(4, 8), hidden_dims=(32, 16), d_z=8, batch_size=64, epochs=15, lr=3e-3, seed=0,
+              kmeans_init_iters=5, device="cpu", standardize=True)
+    quantizers = {m: RQVAEQuantizer(**kw) for m in dims}
+    logs = {m: [] for m in dims}
+    train_grouped(quantizers, x, xv, log={m: logs[m].append for m in dims})
+    for m, q in quantizers.items():
+        assert [r["epoch"] for r in logs[m]] == list(range(1, 16))
+        assert logs[m][-1]["loss"] < logs[m][0]["loss"], (m, logs[m][0], logs[m][-1])
+        assert logs[m][-1]["val_recon"] is not None and all(r["val_recon"] is None for r in logs[m][:-1])
+        codes = q.encode(x[m])
+        assert codes.shape == (rows[m], 2) and codes[:, 0].max() < 4 and codes[:, 1].max() < 8
+        q.save(tmp_path / m)
+        again = RQVAEQuantizer.load(tmp_path / m, device="cpu")
+        np.testing.assert_array_equal(again.encode(x[m]), codes)
+        # the tokens keep what a per-modality fit of the same configuration keeps (held-out reconstruction)
+        alone = RQVAEQuantizer(**kw)
+        alone.fit(x[m], None)
+        mse = q.reconstruction_mse(torch.as_tensor(xv[m]))
+        assert mse < 1.5 * alone.reconstruction_mse(torch.as_tensor(xv[m])) and mse < 0.6 * xv[m].var(0).mean()
+
+
+def test_train_grouped_rejects_mixed_configurations():
+    q = {"A": RQVAEQuantizer(epochs=1, device="cpu"), "B": RQVAEQuantizer(epochs=2, device="cpu")}
+    with pytest.raises(ValueError, match="one configuration"):
+        train_grouped(q, {"A": np.zeros((4, 3), np.float32), "B": np.zeros((4, 3), np.float32)})
