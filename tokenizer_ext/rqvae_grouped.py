@@ -291,8 +291,16 @@ def width_groups(d_in: dict[str, int], small_width: int = 256) -> list[list[str]
     return [g for g in ([*wide.values(), small]) if g]
 
 
-def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, np.ndarray],
-                  x_val: dict[str, np.ndarray] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
+Rows = np.ndarray | Callable[[], np.ndarray]  # an array, or a loader called once when the rows are needed
+
+
+def _rows(x: Rows) -> np.ndarray:
+    return x() if callable(x) else x
+
+
+def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows],
+                  shapes: dict[str, tuple[int, int]] | None = None,
+                  x_val: dict[str, Rows] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
                   fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256) -> None:
     """Train every quantizer's RQVAE on its rows, grouped by input width (see the module docstring).
 
@@ -300,7 +308,8 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, np.n
     k-means codebook init on the first batch of its own shuffle, as RQVAEQuantizer.fit does). fast (default: on
     CUDA): torch.compile + CUDA graphs. data_dtype: the stored rows (bfloat16 halves the memory of wide inputs;
     the arithmetic is float32 unless matmuls are bf16). log[m] gets one record per epoch, like fit's (val_recon on
-    the last epoch only)."""
+    the last epoch only). Rows may be loaders (`shapes` then gives each matrix's (rows, width)): one modality's rows
+    are on the host at a time, so the host never holds all nine matrices (1.6M x 4096 float32 is 26 GB each)."""
     names = list(quantizers)
     first = quantizers[names[0]]
     shared = {k: v for k, v in first.settings.items() if k not in ("device",)}
@@ -316,14 +325,16 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, np.n
     s = shared
 
     trainers = []
-    for group in width_groups({m: x_train[m].shape[1] for m in names}, small_width):
-        d_pad = max(x_train[m].shape[1] for m in group)
-        n_rows = [len(x_train[m]) for m in group]
-        data = torch.zeros(len(group), max(n_rows), d_pad, dtype=dtype, device=device)
+    shapes = shapes or {m: x_train[m].shape for m in names}
+    for group in width_groups({m: shapes[m][1] for m in names}, small_width):
+        n_rows = [shapes[m][0] for m in group]
+        data = torch.zeros(len(group), max(n_rows), max(shapes[m][1] for m in group), dtype=dtype, device=device)
         models = []
         for g, m in enumerate(group):
             q = quantizers[m]
-            x = torch.as_tensor(np.ascontiguousarray(x_train[m], dtype=np.float32), device=device)
+            x = torch.as_tensor(np.ascontiguousarray(_rows(x_train[m]), dtype=np.float32), device=device)
+            if tuple(x.shape) != tuple(shapes[m]):
+                raise ValueError(f"{m}: rows of shape {tuple(x.shape)}, announced {tuple(shapes[m])}")
             if len(x) < 2:
                 raise ValueError(f"{m}: RQ-VAE needs at least 2 training rows (BatchNorm), got {len(x)}")
             if s["standardize"]:
@@ -343,8 +354,13 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, np.n
             group, data, models, s["batch_size"], s["lr"], s["weight_decay"], use_graph=fast and device.type == "cuda",
             device=device, compile_model=fast, n_rows=n_rows, seed=s["seed"])))
 
-    xv = {m: torch.as_tensor(np.ascontiguousarray(v, dtype=np.float32), device=device)
-          for m, v in (x_val or {}).items() if len(v)}
+    def val_recon(m: str) -> float | None:  # held-out rows of one modality at a time, after training
+        if m not in (x_val or {}):
+            return None
+        v = _rows(x_val[m])
+        return quantizers[m].reconstruction_mse(torch.as_tensor(np.ascontiguousarray(v, dtype=np.float32),
+                                                                device=device)) if len(v) else None
+
     for epoch in range(1, s["epochs"] + 1):
         for _, _, tr in trainers:  # queued on each group's stream: the groups run concurrently
             tr.epoch()
@@ -353,10 +369,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, np.n
             if last:
                 tr.model.unstack_into(models)
             for m, record in zip(group, tr.read_stats()):
-                if last and m in xv:
-                    record["val_recon"] = quantizers[m].reconstruction_mse(xv[m])
-                else:
-                    record["val_recon"] = None
+                record["val_recon"] = val_recon(m) if last else None
                 if log and m in log:
                     log[m]({"epoch": epoch, **record})
     for group, models, tr in trainers:

@@ -65,7 +65,8 @@ def _drop_log_lines(log_path: Path, modality: str) -> None:
 
 def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, out_dir: Path):
     """-> ("reused", quantizer, record) when the checkpoint matches the settings and inputs; ("skipped", None,
-    record) without 2 present training rows; else ("train", (x_train, x_test), partial record)."""
+    record) without 2 present training rows; else ("train", (load train rows, load test rows), partial record): the
+    loaders read the memory-mapped matrix when called, so several modalities need not sit in memory at once."""
     info = store.info(modality)
     settings = config_hash({**cfg.model_settings(), "modality": modality,
                             "embeddings": {k: info.get(k) for k in ("settings", "dim", "present")}})
@@ -82,7 +83,8 @@ def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
         return "skipped", None, {**record, "status": "skipped", "reason": "fewer than 2 present training tracks"}
     store.check_finite(modality, np.flatnonzero(present))
     matrix = store.load(modality)  # memory-mapped; only this modality's present rows are read
-    return "train", (np.asarray(matrix[train_rows]), np.asarray(matrix[test_rows])), record
+    return "train", (lambda: np.asarray(matrix[train_rows]), lambda: np.asarray(matrix[test_rows])), \
+        {**record, "dim": int(matrix.shape[1])}
 
 
 def _save_trained(quantizer: ModalityQuantizer, record: dict, history: list[dict], seconds: float,
@@ -102,7 +104,7 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     status, payload, record = _reuse_or_rows(modality, cfg, store, is_test, out_dir)
     if status != "train":
         return payload, record
-    x_train, x_test = payload
+    x_train, x_test = payload[0](), payload[1]()
     quantizer = build_quantizer(cfg)
     log_path = out_dir / LOG_FILE
     _drop_log_lines(log_path, modality)
@@ -113,8 +115,7 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
                  file=sys.stderr, disable=None) as bar:
         # val_recon = held-out test tracks, for monitoring only
         quantizer.fit(x_train, x_test, log=_progress_logger(fh, bar, history, modality))
-    return quantizer, _save_trained(quantizer, {**record, "dim": int(x_train.shape[1])}, history,
-                                    time.time() - t0, out_dir)
+    return quantizer, _save_trained(quantizer, record, history, time.time() - t0, out_dir)
 
 
 def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
@@ -142,14 +143,15 @@ def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: Emb
     with open(log_path, "a", encoding="utf-8") as fh, \
             tqdm(total=cfg.epochs * len(jobs), desc=f"{'+'.join(jobs)} ({cfg.method}, grouped)", unit="epoch",
                  file=sys.stderr, disable=None) as bar:
-        train_grouped(quantizers, {m: x for m, ((x, _), _) in jobs.items()},
-                      {m: xv for m, ((_, xv), _) in jobs.items()},
+        train_grouped(quantizers, {m: load for m, ((load, _), _) in jobs.items()},
+                      shapes={m: (record["train"], record["dim"]) for m, (_, record) in jobs.items()},
+                      x_val={m: load for m, ((_, load), _) in jobs.items()},
                       log={m: _progress_logger(fh, bar, histories[m], m) for m in jobs},
                       data_dtype=cfg.grouped_data_dtype)
     seconds = time.time() - t0
-    for m, ((x, _), record) in jobs.items():
-        results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "dim": int(x.shape[1]), "grouped": True},
-                                                   histories[m], seconds, out_dir))
+    for m, (_, record) in jobs.items():
+        results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "grouped": True}, histories[m], seconds,
+                                                   out_dir))
     return results
 
 

@@ -141,7 +141,7 @@ def test_train_grouped_fits_quantizers_that_save_load_and_encode(tmp_path):
               kmeans_init_iters=5, device="cpu", standardize=True)
     quantizers = {m: RQVAEQuantizer(**kw) for m in dims}
     logs = {m: [] for m in dims}
-    train_grouped(quantizers, x, xv, log={m: logs[m].append for m in dims})
+    train_grouped(quantizers, x, x_val=xv, log={m: logs[m].append for m in dims})
     for m, q in quantizers.items():
         assert [r["epoch"] for r in logs[m]] == list(range(1, 16))
         assert logs[m][-1]["loss"] < logs[m][0]["loss"], (m, logs[m][0], logs[m][-1])
