@@ -230,6 +230,11 @@ class FastSFTTrainer(SFTTrainer):
     def __init__(self, *args, data_collator=None, fused_ce: bool = False, **kwargs):
         super().__init__(*args, data_collator=data_collator or PackedCollator(), **kwargs)
         self.fused_ce = fused_ce
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if fused_ce and plugin is not None and plugin.zero_stage == 3:
+            raise ValueError("fast_path_fused_ce does not work with DeepSpeed ZeRO-3: the LM head's weight is "
+                             "partitioned outside the head's own forward; use ZeRO-2 or DDP, or fast_path_fused_ce: "
+                             "false")
         if self.args.logging_nan_inf_filter:
             # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
             # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs
