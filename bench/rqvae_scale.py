@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 from data_gen.registry import MODALITIES  # noqa: E402
 from tokenizer_ext.rqvae import RQVAE  # noqa: E402
-from tokenizer_ext.rqvae_grouped import GroupedRQVAE, GroupTrainer  # noqa: E402,F401 (the fast path under test)
+from tokenizer_ext.rqvae_grouped import GroupTrainer  # noqa: E402 (the fast path under test)
 
 
 def paper_modalities() -> list[tuple[str, int]]:

@@ -173,9 +173,9 @@ class ProfileSteps(TrainerCallback):
                            "table": events.table(sort_by="self_device_time_total", row_limit=self.top,
                                                  max_name_column_width=70)}
             say(f"profile, {self.n} steps: wall {self.report['wall_ms_per_step']:.1f} ms/step, GPU kernels "
-                  f"{self.report['gpu_busy_ms_per_step']:.1f} ms/step (busy "
-                  f"{self.report['gpu_busy_ms_per_step'] / self.report['wall_ms_per_step']:.0%}; profiler on)\n"
-                  f"{self.report['table']}", flush=True)
+                f"{self.report['gpu_busy_ms_per_step']:.1f} ms/step (busy "
+                f"{self.report['gpu_busy_ms_per_step'] / self.report['wall_ms_per_step']:.0%}; profiler on)\n"
+                f"{self.report['table']}", flush=True)
             self.prof = None
 
 
@@ -283,7 +283,7 @@ def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
     for r in rows:
         ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "-"
         say(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
-              f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
+            f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
     parity = {}
     by_key = {r["key"]: r for r in rows}
     for stock, fast in PARITY_PAIRS:
@@ -295,14 +295,14 @@ def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
             parity[f"{stock} vs {fast}"] = {"max_rel_diff": max(diffs), "last_steps_rel_diff": tail_diff,
                                             "pass": max(diffs) <= parity_tol}
             say(f"\nLoss parity, {by_key[stock]['label']} vs {by_key[fast]['label']} "
-                  f"(same examples per step, same learning rate):\n")
+                f"(same examples per step, same learning rate):\n")
             say("| step | " + " | ".join(str(i + 1) for i in range(0, len(a), max(1, len(a) // 10))) + " |")
             say("|---|" + "---|" * len(range(0, len(a), max(1, len(a) // 10))))
             for name, c in (("stock", a), ("fast", b)):
                 say(f"| {name} | " + " | ".join(f"{c[i]:.3f}" for i in range(0, len(a), max(1, len(a) // 10))) + " |")
             say(f"\nmax relative difference over {len(a)} steps: {max(diffs):.4f} "
-                  f"({'PASS' if max(diffs) <= parity_tol else 'FAIL'} at tolerance {parity_tol}); mean of the last "
-                  f"{tail} steps: {sum(a[-tail:]) / tail:.4f} vs {sum(b[-tail:]) / tail:.4f} ({tail_diff:.4f})")
+                f"({'PASS' if max(diffs) <= parity_tol else 'FAIL'} at tolerance {parity_tol}); mean of the last "
+                f"{tail} steps: {sum(a[-tail:]) / tail:.4f} vs {sum(b[-tail:]) / tail:.4f} ({tail_diff:.4f})")
     return parity
 
 
@@ -351,7 +351,7 @@ def main() -> None:
             continue
         r = rows[-1]
         say(f"    {r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.1f}%, peak {r['peak_mem_gib']:.1f} GiB, "
-              f"{r['train_wall_s']:.0f} s in train()", flush=True)
+            f"{r['train_wall_s']:.0f} s in train()", flush=True)
         if args.out and RANK == 0:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"device": device, "rows": rows}, indent=1))

@@ -214,9 +214,9 @@ def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool
                   max_length_k=longest)
     if fused_ce:
         with deferred_head(unwrapped if unwrapped is not None else model) as head:
+            if getattr(head, "bias", None) is not None:
+                raise ValueError("fused cross-entropy: LM heads with a bias are not supported")
             outputs = model(**kwargs)                                          # logits = hidden states [1, N, d]
-        if getattr(head, "bias", None) is not None:
-            raise ValueError("fused cross-entropy: LM heads with a bias are not supported")
         loss = linear_cross_entropy_sum(outputs.logits[0], head.weight, targets)
     else:
         outputs = model(**kwargs)
