@@ -8,12 +8,13 @@ RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test slow_test demo spotify spotify_bench bench bench_data bench_gpu clean help
+.PHONY: venv lint test slow_test demo spotify spotify_bench t2mr_data t2mr_gpu t2mr_report bench bench_data bench_gpu clean help
 
 help:
 	@echo "make demo       set up, then run the pipeline on the generated demo catalog (into $(RUN))"
 	@echo "make test       set up, then run the test suite"
 	@echo "make slow_test  also run the slow tests"
+	@echo "make lint       ruff (configured in pyproject.toml); make test runs it first"
 	@echo "make spotify    ingest + vectorize the Spotify Songs CSV from $(SHARED) into runs/spotify"
 	@echo "make spotify_bench  (GPU) tokenizers, D_qt, one SFT per tokenizer, T2MR table into runs/spotify_bench"
 	@echo "make bench      CPU speed benchmarks: retrieval at 1.6M tracks, the decoding mask's cost"
@@ -30,17 +31,20 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 slow_test: venv
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	$(BIN)/python -m data_gen.ingest --source demo --run_dir $(RUN)
-	$(BIN)/python -m data_gen.vectorize --run_dir $(RUN)
+	$(BIN)/python -m data_gen.catalog.ingest --source demo --run_dir $(RUN)
+	$(BIN)/python -m data_gen.vectorize.run --run_dir $(RUN)
 	$(BIN)/python -m tokenizer_ext.train --config recipes/tokenizers/rqvae_demo.yaml --run_dir $(RUN) --out_dir $(RUN)/tokenizers/rqvae
-	$(BIN)/python -m data_gen.dqt --run_dir $(RUN) --mode template --num_queries 2
+	$(BIN)/python -m data_gen.synth.dqt --run_dir $(RUN) --mode template --num_queries 2
 	$(BIN)/python -m accelerate.commands.launch --config_file accelerate_configs/cpu.yaml recipes/sft_3mtoken.py \
 		--config recipes/SmolLM2-135M-Instruct/sft/config_demo.yaml --token_db_dir $(RUN)/tokenizers/rqvae \
 		--dqt_path $(RUN)/dqt/dqt.jsonl --output_dir $(RUN)/sft/SmolLM2-135M-Instruct-3MTokenRec
@@ -48,46 +52,70 @@ demo: venv
 	@echo "  catalog.parquet, playlists.jsonl    ingested demo catalog"
 	@echo "  embeddings/                         nine modality embeddings + presence mask"
 	@echo "  tokenizers/rqvae/                   RQ-VAE tokenizer, token_db.parquet, vocabulary.txt"
-	@echo "  dqt/dqt.jsonl                       D_qt queries (templates; LLM: python -m data_gen.dqt --mode llm)"
+	@echo "  dqt/dqt.jsonl                       D_qt queries (templates; LLM: python -m data_gen.synth.dqt --mode llm)"
 	@echo "  sft/SmolLM2-135M-Instruct-3MTokenRec/  fine-tuned model + music3m/ inference bundle"
 
 spotify: venv
-	$(BIN)/python -m data_gen.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify
-	$(BIN)/python -m data_gen.vectorize --run_dir runs/spotify
+	$(BIN)/python -m data_gen.catalog.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify
+	$(BIN)/python -m data_gen.vectorize.run --run_dir runs/spotify
 
 # The Spotify Songs benchmark end to end: split + features + the eight tokenizers (reused when trained), template
 # D_qt, one SFT of SmolLM2-135M-Instruct per tokenizer with T2MR on the evaluation playlists (needs a GPU), then the
 # text baselines and one table with every system: runs/spotify_bench/t2mr/all/t2mr.md
 spotify_bench: venv
-	$(BIN)/python -m eval.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
+	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
 		--methods kmeans,vqvae,rqvae,rqkmeans,psrq,psrq_joint,fusid,musicrec
-	$(BIN)/python -m data_gen.dqt --run_dir runs/spotify_bench --mode template --num_queries 3
+	$(BIN)/python -m data_gen.synth.dqt --run_dir runs/spotify_bench --mode template --num_queries 3
 	PYTHON=$(BIN)/python recipes/spotify_t2mr.sh
 	$(BIN)/python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
 		--baselines bm25 dense artist_track_name --merge $$(ls runs/spotify_bench/t2mr/*/t2mr.json | grep -v /all/) --out_dir runs/spotify_bench/t2mr/all
+
+# T2MR experiments on Spotify Songs (docs/retrieval.md): the CPU side builds the evaluation run (features, K-means /
+# RQ-KMeans / FusID tokenizers), the validation run and the request files; the GPU side trains the RQ-VAE tokenizers
+# and runs the validation ablation, then the final runs with the settings chosen on validation; the report scores
+# the saved generations (any machine).
+t2mr_data: venv
+	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
+		--methods kmeans,rqkmeans,fusid
+	$(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv
+
+T2MR_PARALLEL ?= 5
+t2mr_gpu: venv
+	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae/token_db.parquet || \
+		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda \
+		--run_dir $$R --out_dir $$R/tokenizers/rqvae; done
+	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
+	$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
+		--out_dir runs/t2mr_val --parallel $(T2MR_PARALLEL)
+	$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/eval_final.yaml \
+		--out_dir runs/t2mr_eval --parallel $(T2MR_PARALLEL)
+
+t2mr_report: venv
+	$(BIN)/python -m bench.t2mr_report --val_dir runs/t2mr_val --eval_dir runs/t2mr_eval --out docs/t2mr_results.md
 
 # Speed benchmarks (README, Performance). Their data: the Spotify RQ-VAE token database (reused when trained) and
 # 6,000 template D_qt queries of the first 2,000 tracks.
 BENCH ?= runs/bench
 bench_data: venv
-	$(BIN)/python -m eval.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
+	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
 		--methods rqvae
-	test -f $(BENCH)/dqt/dqt.jsonl || $(BIN)/python -m data_gen.dqt --run_dir runs/spotify_bench --mode template \
+	test -f $(BENCH)/dqt/dqt.jsonl || $(BIN)/python -m data_gen.synth.dqt --run_dir runs/spotify_bench --mode template \
 		--num_queries 3 --max_tracks 2000 --out_dir $(BENCH)/dqt
 
 bench: bench_data
-	$(BIN)/python bench/retrieval_scale.py --out $(BENCH)/retrieval_scale.json
-	$(BIN)/python bench/decoding_overhead.py --token_db_dir runs/spotify_bench/tokenizers/rqvae
+	$(BIN)/python -m bench.retrieval_scale --out $(BENCH)/retrieval_scale.json
+	$(BIN)/python -m bench.decoding_overhead --token_db_dir runs/spotify_bench/tokenizers/rqvae
 
 bench_gpu: bench_data
 	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt
-	$(BIN)/python bench/sft_throughput.py --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
+	$(BIN)/python -m bench.sft_throughput --config recipes/Qwen2.5-1.5B-Instruct/sft/config_random_init.yaml \
 		--token_db_dir runs/spotify_bench/tokenizers/rqvae --dqt_path $(BENCH)/dqt/dqt.jsonl --steps 40 --warmup 10 \
 		--out $(BENCH)/sft_throughput.json
-	$(BIN)/python bench/rqvae_scale.py --tracks 1600000 --epochs_measured 2 --plain_steps 200 \
+	$(BIN)/python -m bench.rqvae_scale --tracks 1600000 --epochs_measured 2 --plain_steps 200 \
 		--variants float32:1,bfloat16:1,bfloat16:4 --out $(BENCH)/rqvae_scale.json
 	if [ "$$($(BIN)/python -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then \
-		PYTHON=$(BIN)/python bench/sft_scaling.sh runs/spotify_bench/tokenizers/rqvae $(BENCH)/dqt/dqt.jsonl $(BENCH)/scaling; fi
+		$(BIN)/python -m bench.sft_scaling --token_db_dir runs/spotify_bench/tokenizers/rqvae \
+			--dqt_path $(BENCH)/dqt/dqt.jsonl --out_dir $(BENCH)/scaling; fi
 
 clean:
 	rm -rf runs .pytest_cache

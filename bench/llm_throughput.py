@@ -1,4 +1,4 @@
-"""Throughput of the local LLM server alone vs. through data_gen.llm_client, on the same D_qt prompts.
+"""Throughput of the local LLM server alone vs. through data_gen.synth.llm_client, on the same D_qt prompts.
 
     python bench/llm_throughput.py --run_dir runs/spotify_llm --num_requests 64 --concurrency 1 4
     python bench/llm_throughput.py --run_dir runs/spotify_llm --base_url http://127.0.0.1:8765/v1  # a running server
@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data_gen.config import parse_config
-from data_gen.dqt import QUERY_SCHEMA, DqtConfig, plan, query_messages, validate_query
-from data_gen.llm_client import Engine, Job, response_format
-from data_gen.llm_server import LocalLLMServer, ServerConfig
-from data_gen.prompts import load_prompt
-from data_gen.track_facts import stable_hash
+from common.config import parse_config
+from data_gen.synth.dqt import QUERY_SCHEMA, DqtConfig, plan, query_messages, validate_query
+from data_gen.synth.llm_client import Engine, Job, response_format
+from data_gen.synth.llm_server import LocalLLMServer, ServerConfig
+from data_gen.synth.prompts import load_prompt
+from data_gen.synth.track_facts import stable_hash
 
 
 @dataclass

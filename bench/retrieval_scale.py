@@ -12,7 +12,7 @@ exists in the catalog, as in catalog-valid decoding, but the modalities rarely a
 weights and with random positive weights (what the modality-relevance model produces).
 
 Three ways to answer the same query, timed in the same run and checked for identical rows and scores:
-`search_codes` (eval/matching.py, pruned), the dense posting-list path it falls back to (score every track, then
+`search_codes` (inference/matching.py, pruned), the dense posting-list path it falls back to (score every track, then
 top_k), and a vectorised numpy scan of the code arrays (brute force). Reported: median and p95 ms per query of
 CPU time of the calling thread (all three are single-threaded numpy; on a machine shared with other jobs wall time
 measures the neighbours too), with the wall-clock median beside it.
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.config import parse_config
-from data_gen.registry import DEFAULT_CODEBOOK_SIZES, MODALITY_NAMES
+from common.config import parse_config
+from common.registry import DEFAULT_CODEBOOK_SIZES, MODALITY_NAMES
 from eval.common import markdown_table
-from eval.matching import HierarchicalIndex, top_k
+from inference.matching import HierarchicalIndex, top_k
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING
 

@@ -4,7 +4,7 @@ plus the k-means baseline, printed as a markdown table.
 
     python bench/rqvae_scale.py --tracks 1600000 --epochs_measured 2 --plain_steps 200 --out runs/bench/rqvae.json
 
-Model: the repo's RQ-VAE (tokenizer_ext/rqvae.py: MLP 512-256-128-32 with BatchNorm, codebooks 32/64/128, beta 0.25,
+Model: the repo's RQ-VAE (tokenizer_ext/quantizers/rqvae.py: MLP 512-256-128-32 with BatchNorm, codebooks 32/64/128, beta 0.25,
 AdamW lr 1e-4, k-means codebook init on the first batch). Both paths build every modality's model from RQVAE.
 - plain loop: one modality after another, a shuffling torch DataLoader over a host tensor (a --plain_rows sample:
   the time of a step does not depend on the dataset's size), copy to the GPU, step, loss.item() for the log.
@@ -21,18 +21,18 @@ The 150-epoch times are extrapolations from the measured steps/epochs (stated in
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
-from data_gen.registry import MODALITIES  # noqa: E402
-from tokenizer_ext.rqvae import RQVAE  # noqa: E402
-from tokenizer_ext.rqvae_grouped import GroupTrainer  # noqa: E402 (the fast path under test)
+from common.config import parse_config
+from common.registry import MODALITIES
+from tokenizer_ext.quantizers.rqvae_model import RQVAE
+from tokenizer_ext.quantizers.rqvae_grouped import GroupTrainer  # the fast path under test
 
 
 def paper_modalities() -> list[tuple[str, int]]:
@@ -64,14 +64,14 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def build_trainers(groups_data, args, device, matmul_dtype, steps_per_graph) -> list[GroupTrainer]:
+def build_trainers(groups_data, cfg, device, matmul_dtype, steps_per_graph) -> list[GroupTrainer]:
     trainers = []
     for names, dims, data in groups_data:
-        models = [build_model(d, args.seed, device, data[i, :args.batch, :d], args.init_kmeans_iters)
+        models = [build_model(d, cfg.seed, device, data[i, :cfg.batch, :d], cfg.init_kmeans_iters)
                   for i, d in enumerate(dims)]
-        trainers.append(GroupTrainer(names, data, models, args.batch, args.lr, args.weight_decay,
-                                     use_graph=device.type == "cuda" and not args.no_graph, device=device,
-                                     compile_model=args.compile, matmul_dtype=matmul_dtype,
+        trainers.append(GroupTrainer(names, data, models, cfg.batch, cfg.lr, cfg.weight_decay,
+                                     use_graph=device.type == "cuda" and not cfg.no_graph, device=device,
+                                     compile_model=cfg.compile, matmul_dtype=matmul_dtype,
                                      steps_per_graph=steps_per_graph))
     return trainers
 
@@ -152,103 +152,112 @@ def kmeans_gpu(x: torch.Tensor, k: int, iters: int, gen: torch.Generator, chunk:
     return assign
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tracks", type=int, default=1_600_000, help="rows per modality (3MToken: 1.6M tracks)")
-    ap.add_argument("--batch", type=int, default=512, help="batch size (3MToken App. D)")
-    ap.add_argument("--epochs", type=int, default=150, help="epochs the times are extrapolated to (App. D)")
-    ap.add_argument("--epochs_measured", type=float, default=2, help="fast path: epochs actually run and timed")
-    ap.add_argument("--plain_steps", type=int, default=200, help="plain loop: steps timed per modality")
-    ap.add_argument("--plain_rows", type=int, default=65536, help="plain loop: host rows per modality")
-    ap.add_argument("--warmup", type=int, default=20, help="plain loop: steps before the clock starts")
-    ap.add_argument("--clusters", type=int, default=256, help="clusters the random data is drawn around")
-    ap.add_argument("--kmeans_k", type=int, default=1024, help="k-means baseline clusters (3MToken Sec. 3)")
-    ap.add_argument("--kmeans_iters", type=int, default=20, help="k-means baseline Lloyd iterations")
-    ap.add_argument("--init_kmeans_iters", type=int, default=20, help="codebook init k-means iterations (App. D)")
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--weight_decay", type=float, default=0.01)
-    ap.add_argument("--small_width", type=int, default=256, help="padded width of the non-text modalities' group")
-    ap.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
-                    help="TF32 matmuls in both paths (torch.set_float32_matmul_precision('high'))")
-    ap.add_argument("--no_graph", action="store_true", help="fast path without CUDA graphs (CPU smoke runs)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                    help="fast path: torch.compile the grouped model (inside the CUDA graph)")
-    ap.add_argument("--matmul_dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="fast path: operand dtype of the matmuls (parameters, BatchNorm and losses stay float32)")
-    ap.add_argument("--steps_per_graph", type=int, default=1, help="fast path: optimizer steps per CUDA graph")
-    ap.add_argument("--variants", default="", help="also time fast-path variants, e.g. 'float32:1,bfloat16:1,"
-                    "bfloat16:8' (matmul dtype:steps per graph), --variant_steps steps each")
-    ap.add_argument("--variant_steps", type=int, default=1000)
-    ap.add_argument("--profile_steps", type=int, default=0, help="profile this many steps of each group (kernels)")
-    ap.add_argument("--skip_plain", action="store_true", help="no plain loop and k-means baseline (variants only)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+@dataclass
+class RQVAEScaleConfig:
+    """Nine RQ-VAE tokenizers at the paper's scale: the fast path vs a plain per-modality loop, and k-means."""
+
+    tracks: int = field(default=1_600_000, metadata={"help": "rows per modality (3MToken: 1.6M tracks)"})
+    batch: int = field(default=512, metadata={"help": "batch size (3MToken App. D)"})
+    epochs: int = field(default=150, metadata={"help": "epochs the times are extrapolated to (App. D)"})
+    epochs_measured: float = field(default=2, metadata={"help": "fast path: epochs actually run and timed"})
+    plain_steps: int = field(default=200, metadata={"help": "plain loop: steps timed per modality"})
+    plain_rows: int = field(default=65536, metadata={"help": "plain loop: host rows per modality"})
+    warmup: int = field(default=20, metadata={"help": "plain loop: steps before the clock starts"})
+    clusters: int = field(default=256, metadata={"help": "clusters the random data is drawn around"})
+    kmeans_k: int = field(default=1024, metadata={"help": "k-means baseline clusters (3MToken Sec. 3)"})
+    kmeans_iters: int = field(default=20, metadata={"help": "k-means baseline Lloyd iterations"})
+    init_kmeans_iters: int = field(default=20, metadata={"help": "codebook init k-means iterations (App. D)"})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate (App. D)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    small_width: int = field(default=256, metadata={"help": "padded width of the non-text modalities' group"})
+    tf32: bool = field(default=True, metadata={
+        "help": "TF32 matmuls in both paths (torch.set_float32_matmul_precision('high'))"})
+    no_graph: bool = field(default=False, metadata={"help": "fast path without CUDA graphs (CPU smoke runs)"})
+    compile: bool = field(default=True, metadata={
+        "help": "fast path: torch.compile the grouped model (inside the CUDA graph)"})
+    matmul_dtype: str = field(default="float32", metadata={
+        "help": "fast path: operand dtype of the matmuls (parameters, BatchNorm and losses stay float32)",
+        "choices": ["float32", "bfloat16"]})
+    steps_per_graph: int = field(default=1, metadata={"help": "fast path: optimizer steps per CUDA graph"})
+    variants: str = field(default="", metadata={
+        "help": "also time fast-path variants, e.g. 'float32:1,bfloat16:1,bfloat16:8' (matmul dtype:steps per "
+                "graph), --variant_steps steps each"})
+    variant_steps: int = field(default=1000, metadata={"help": "timed steps per fast-path variant"})
+    profile_steps: int = field(default=0, metadata={"help": "profile this many steps of each group (kernels)"})
+    skip_plain: bool = field(default=False, metadata={
+        "help": "no plain loop and k-means baseline (variants only)"})
+    seed: int = field(default=0, metadata={"help": "seed of the data, the weights and the codebook init"})
+    out: str | None = field(default=None, metadata={"help": "JSON with every figure of the table"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(RQVAEScaleConfig, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_float32_matmul_precision("high" if args.tf32 else "highest")
+    torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    gen = torch.Generator(device=device).manual_seed(args.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     mods = paper_modalities()
     text = [(n, d) for n, d in mods if d == max(d for _, d in mods)]
     small = [(n, d) for n, d in mods if (n, d) not in text]
-    result = {"device": name, "torch": torch.__version__, "tracks": args.tracks, "modalities": dict(mods), **vars(args)}
+    result = {"device": name, "torch": torch.__version__, "tracks": cfg.tracks, "modalities": dict(mods),
+              **dataclasses.asdict(cfg)}
 
     t = time.perf_counter()
     groups_data = []
-    for members, width, dtype in ((text, text[0][1], torch.bfloat16), (small, args.small_width, torch.float32)):
-        data = torch.zeros(len(members), args.tracks, width, dtype=dtype, device=device)
+    for members, width, dtype in ((text, text[0][1], torch.bfloat16), (small, cfg.small_width, torch.float32)):
+        data = torch.zeros(len(members), cfg.tracks, width, dtype=dtype, device=device)
         for i, (_, d) in enumerate(members):
-            data[i, :, :d] = clustered(args.tracks, d, args.clusters, dtype, gen, device)
+            data[i, :, :d] = clustered(cfg.tracks, d, cfg.clusters, dtype, gen, device)
         groups_data.append(([n for n, _ in members], [d for _, d in members], data))
     sync(device)
     result["generate_s"] = time.perf_counter() - t
-    print(f"data: {args.tracks:,} tracks x {len(mods)} modalities on {name} in {result['generate_s']:.1f} s; "
+    print(f"data: {cfg.tracks:,} tracks x {len(mods)} modalities on {name} in {result['generate_s']:.1f} s; "
           f"{sum(d.numel() * d.element_size() for *_, d in groups_data) / 2**30:.1f} GiB resident", flush=True)
 
     # k-means baseline: 1024 clusters per modality over all rows
     plain = []
     result["kmeans_s"] = float("nan")
     t = time.perf_counter()
-    for names, dims, data in ([] if args.skip_plain else groups_data):
+    for names, dims, data in ([] if cfg.skip_plain else groups_data):
         for i, d in enumerate(dims):
-            kmeans_gpu(data[i, :, :d], args.kmeans_k, args.kmeans_iters, gen)
+            kmeans_gpu(data[i, :, :d], cfg.kmeans_k, cfg.kmeans_iters, gen)
     sync(device)
-    if not args.skip_plain:
+    if not cfg.skip_plain:
         result["kmeans_s"] = time.perf_counter() - t
-        print(f"k-means baseline ({args.kmeans_k} clusters, {args.kmeans_iters} Lloyd iterations, all 9 modalities): "
+        print(f"k-means baseline ({cfg.kmeans_k} clusters, {cfg.kmeans_iters} Lloyd iterations, all 9 modalities): "
               f"{result['kmeans_s']:.1f} s", flush=True)
 
     # plain per-modality DataLoader loop
-    for names, dims, data in ([] if args.skip_plain else groups_data):
+    for names, dims, data in ([] if cfg.skip_plain else groups_data):
         for i, (n, d) in enumerate(zip(names, dims)):
-            plain.append(plain_modality(n, data[i, :, :d], args.batch, args.lr, args.weight_decay, args.plain_steps,
-                                        args.warmup, args.plain_rows, args.init_kmeans_iters, args.seed, device))
+            plain.append(plain_modality(n, data[i, :, :d], cfg.batch, cfg.lr, cfg.weight_decay, cfg.plain_steps,
+                                        cfg.warmup, cfg.plain_rows, cfg.init_kmeans_iters, cfg.seed, device))
             print(f"plain {n}: {1e3 * plain[-1]['s_per_step']:.2f} ms/step", flush=True)
 
     # fast-path variants: same data, a short timed run each (ms per step, all groups concurrently)
     result["variants"] = []
-    for spec in filter(None, args.variants.split(",")):
+    for spec in filter(None, cfg.variants.split(",")):
         dtype_name, k = spec.split(":")
         t = time.perf_counter()
-        trainers = build_trainers(groups_data, args, device, getattr(torch, dtype_name), int(k))
+        trainers = build_trainers(groups_data, cfg, device, getattr(torch, dtype_name), int(k))
         setup = time.perf_counter() - t
-        ms = 1e3 * time_steps(trainers, args.variant_steps, device)
+        ms = 1e3 * time_steps(trainers, cfg.variant_steps, device)
         result["variants"].append({"matmul_dtype": dtype_name, "steps_per_graph": int(k), "ms_per_step": ms,
                                    "setup_s": setup, "graphs": [tr.graph is not None for tr in trainers]})
         print(f"variant {spec}: {ms:.3f} ms per step (all nine models), setup {setup:.1f} s, graphs "
               f"{result['variants'][-1]['graphs']}", flush=True)
         del trainers
         torch.cuda.empty_cache() if device.type == "cuda" else None
-    steps_per_epoch = args.tracks // args.batch
+    steps_per_epoch = cfg.tracks // cfg.batch
     result["plain"] = plain
-    result["plain_150_s"] = sum(p["s_per_step"] for p in plain) * steps_per_epoch * args.epochs
+    result["plain_150_s"] = sum(p["s_per_step"] for p in plain) * steps_per_epoch * cfg.epochs
 
     # fast path: data resident, grouped models, one CUDA graph per group step, groups on their own streams
     t = time.perf_counter()
-    trainers = build_trainers(groups_data, args, device, getattr(torch, args.matmul_dtype), args.steps_per_graph)
+    trainers = build_trainers(groups_data, cfg, device, getattr(torch, cfg.matmul_dtype), cfg.steps_per_graph)
     sync(device)
     result["fast_setup_s"] = time.perf_counter() - t
-    whole, frac = int(args.epochs_measured), args.epochs_measured - int(args.epochs_measured)
+    whole, frac = int(cfg.epochs_measured), cfg.epochs_measured - int(cfg.epochs_measured)
     t = time.perf_counter()
     steps = 0
     for _ in range(whole):
@@ -258,39 +267,39 @@ def main() -> None:
     sync(device)
     fast_s = time.perf_counter() - t
     result["fast_measured_s"], result["fast_measured_steps"] = fast_s, steps
-    result["fast_150_s"] = fast_s / steps * steps_per_epoch * args.epochs + result["fast_setup_s"]
+    result["fast_150_s"] = fast_s / steps * steps_per_epoch * cfg.epochs + result["fast_setup_s"]
     result["fast_graphs"] = [tr.graph is not None for tr in trainers]
     result["fast_compiled"] = [tr.compiled for tr in trainers]
     result["fast_mean_loss"] = {n: float(v) / max(steps, 1) for tr in trainers
                                 for n, v in zip(tr.names, tr.loss_sum[:, 0].cpu())}
     result["speedup"] = result["plain_150_s"] / result["fast_150_s"] if plain else float("nan")
-    if args.profile_steps and device.type == "cuda":
-        result["profile"] = profile_groups(trainers, args.profile_steps, top=20)
+    if cfg.profile_steps and device.type == "cuda":
+        result["profile"] = profile_groups(trainers, cfg.profile_steps, top=20)
 
-    print(f"\n### Nine RQ-VAEs, {args.tracks:,} tracks, batch {args.batch}, {args.epochs} epochs ({name})\n")
+    print(f"\n### Nine RQ-VAEs, {cfg.tracks:,} tracks, batch {cfg.batch}, {cfg.epochs} epochs ({name})\n")
     print("| path | measured | seconds for 150 epochs (extrapolated) | minutes |")
     print("|---|---|---|---|")
     plain_ms = ", ".join(f"{p['modality']} {1e3 * p['s_per_step']:.1f}" for p in plain)
-    print(f"| plain per-modality DataLoader loop | {args.plain_steps} steps per modality (ms/step: {plain_ms}) | "
+    print(f"| plain per-modality DataLoader loop | {cfg.plain_steps} steps per modality (ms/step: {plain_ms}) | "
           f"{result['plain_150_s']:,.0f} | {result['plain_150_s'] / 60:.1f} |")
     extras = (", compiled" if all(result["fast_compiled"]) else "") + (", CUDA graphs" if all(result["fast_graphs"]) else "")
-    extras += f", {args.matmul_dtype} matmuls" + (f", {args.steps_per_graph} steps per graph" if args.steps_per_graph > 1 else "")
-    print(f"| fast path (GPU-resident, grouped{extras}) | {args.epochs_measured:g} epochs = {steps:,} steps, "
+    extras += f", {cfg.matmul_dtype} matmuls" + (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "")
+    print(f"| fast path (GPU-resident, grouped{extras}) | {cfg.epochs_measured:g} epochs = {steps:,} steps, "
           f"{fast_s:.1f} s (+ {result['fast_setup_s']:.1f} s setup) | {result['fast_150_s']:,.0f} | "
           f"{result['fast_150_s'] / 60:.1f} |")
-    print(f"| k-means baseline ({args.kmeans_k} clusters, {args.kmeans_iters} iterations, measured) | all rows | "
+    print(f"| k-means baseline ({cfg.kmeans_k} clusters, {cfg.kmeans_iters} iterations, measured) | all rows | "
           f"{result['kmeans_s']:.1f} | {result['kmeans_s'] / 60:.2f} |")
     print(f"\nfast path / plain loop speed-up: {result['speedup']:.1f}x")
     if result["variants"]:
-        print(f"\nFast-path variants ({args.variant_steps} steps each, all nine models concurrently):\n")
+        print(f"\nFast-path variants ({cfg.variant_steps} steps each, all nine models concurrently):\n")
         print("| matmul operands | steps per CUDA graph | ms per step | 150 epochs, minutes (+ setup) |")
         print("|---|---|---|---|")
         for v in result["variants"]:
             print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['ms_per_step']:.3f} | "
-                  f"{v['ms_per_step'] * steps_per_epoch * args.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+                  f"{v['ms_per_step'] * steps_per_epoch * cfg.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(result, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ markdown table of non-padding tokens/s per GPU, MFU, peak memory, and both loss 
 
 Several GPUs: launch it like the recipe, e.g. `accelerate launch --config_file accelerate_configs/ddp.yaml
 --num_processes 2 bench/sft_throughput.py --rows fast128_compile ...` (zero2.yaml / zero3.yaml: DeepSpeed);
-bench/sft_scaling.sh runs 1 GPU, DDP, ZeRO-2 and ZeRO-3 and prints the scaling efficiency.
+`python -m bench.sft_scaling` runs 1 GPU, DDP, ZeRO-2 and ZeRO-3 and prints the scaling efficiency. The options: the
+benchmark's own (BenchArguments) and the recipe's (--config YAML, --token_db_dir, ...), parsed by one TrlParser.
 
-Every row builds the model through the recipe (recipes/sft_3mtoken.py: load_model_and_data, build_trainer) with the
+Every row builds the model through the recipe (recipes/sft/trainer.py: load_model_and_data, build_trainer) with the
 same seed, so every row starts from the same weights and sees the same examples in the same order; only the
 per-device batch and the fast-path switches differ. Model FLOPs per step = 6 x non-embedding parameters x tokens
 + 6 x LM-head parameters x answer tokens (the loss needs the head there only) + causal attention 6 x L^2 x d per
@@ -18,7 +19,6 @@ starts after --warmup steps (compilation, allocator warm-up) and ends at the las
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import json
@@ -26,17 +26,18 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback, set_seed
 from trl import ModelConfig, SFTConfig, TrlParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
-from recipes.sft_3mtoken import SFTScriptArguments, build_trainer, load_model_and_data  # noqa: E402
-from tokenizer_ext.model_utils import load_tokenizer, random_init_causal_lm  # noqa: E402
-from tokenizer_ext.token_db import TokenDB  # noqa: E402
-from tokenizer_ext.vocab import extend_model_vocabulary  # noqa: E402
+from recipes.sft.configs import SFTScriptArguments
+from recipes.sft.trainer import build_trainer, load_model_and_data
+from recipes.sft.model_utils import load_tokenizer, random_init_causal_lm
+from tokenizer_ext.token_db import TokenDB
+from tokenizer_ext.vocab import extend_model_vocabulary
 
 
 def row(label, batch, fast=False, compile=False, liger=False, fused_ce=False, checkpointing=False, workers=0,
@@ -75,6 +76,24 @@ ROWS = {  # run order
 # (stock, fast) pairs whose loss curves must agree
 PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128_compile_ce"),
                 ("stock128", "fast128"), ("stock128", "fast128_liger"), ("stock128", "stock128_nogc"))
+
+
+@dataclass
+class BenchArguments:
+    """The benchmark's own options; every other option is the recipe's (SFTScriptArguments, SFTConfig, ModelConfig:
+    --config YAML, --token_db_dir, --dqt_path, ...), parsed by the same TrlParser."""
+
+    rows: str = field(default=",".join(ROWS), metadata={"help": f"comma-separated, from {list(ROWS)}"})
+    steps: int = field(default=40, metadata={"help": "optimizer steps per row (same LR schedule in every row)"})
+    warmup: int = field(default=10, metadata={"help": "steps before the clock starts"})
+    peak_tflops: float = field(default=989.0, metadata={"help": "dense bf16 peak of the GPU (H100/H200 SXM)"})
+    batch: int | None = field(default=None, metadata={"help": "override every row's batch (CPU smoke runs)"})
+    parity_tol: float = field(default=0.01, metadata={"help": "max relative loss difference per step"})
+    profile: str = field(default="", metadata={
+        "help": "comma-separated rows to profile (torch.profiler, 3 steps before the timed ones): top kernels and "
+                "GPU busy share"})
+    time_budget_s: float = field(default=float("inf"), metadata={"help": "skip rows once this much time is spent"})
+    out: str | None = field(default=None, metadata={"help": "JSON with every row and loss curve"})
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a smoke run of the script on a tiny config
@@ -306,31 +325,18 @@ def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
     return parity
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False)
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {list(ROWS)}")
-    ap.add_argument("--steps", type=int, default=40, help="optimizer steps per row (same LR schedule in every row)")
-    ap.add_argument("--warmup", type=int, default=10, help="steps before the clock starts")
-    ap.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM)")
-    ap.add_argument("--batch", type=int, default=None, help="override every row's batch (CPU smoke runs)")
-    ap.add_argument("--parity_tol", type=float, default=0.01, help="max relative loss difference per step")
-    ap.add_argument("--profile", default="", help="comma-separated rows to profile (torch.profiler, 3 steps before "
-                    "the timed ones): top kernels and GPU busy share")
-    ap.add_argument("--time_budget_s", type=float, default=float("inf"), help="skip rows once this much time is spent")
-    ap.add_argument("--out", default=None, help="JSON with every row and loss curve")
-    args, rest = ap.parse_known_args()
-    if "-h" in rest or "--help" in rest:
-        ap.print_help()
-        say("\nall other arguments: the recipe's (--config YAML, --token_db_dir, --dqt_path, ...)")
-        return
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     if DEVICE == "cuda":
         torch.cuda.set_device(LOCAL_RANK)  # before any model is built: each rank on its own GPU
-    script_args, training_args, model_args = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config(
-        args=rest + ["--output_dir", tempfile.mkdtemp(), "--save_strategy", "no", "--logging_steps", "1000000",
+    parser = TrlParser((BenchArguments, SFTScriptArguments, SFTConfig, ModelConfig),
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
+    args, script_args, training_args, model_args = parser.parse_args_and_config(
+        args=argv + ["--output_dir", tempfile.mkdtemp(), "--save_strategy", "no", "--logging_steps", "1000000",
                      "--report_to", "none", "--disable_tqdm", "true"])
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU"
     start = time.perf_counter()
-    _, _, dataset, counts, _ = load_model_and_data(script_args, training_args, model_args)
+    _, _, dataset, counts, _, _ = load_model_and_data(script_args, training_args, model_args)
     say(f"D_qt examples: {counts}", flush=True)
     if DEVICE == "cuda":
         say(f"bf16 GEMM 8192x1536 @ 1536x8960: {matmul_tflops():.0f} TFLOP/s", flush=True)

@@ -1,1 +1,1 @@
-"""Stage 1: catalog ingestion and the nine modality embeddings."""
+"""Data stages: the catalog (catalog/), the nine modality embeddings (vectorize/), synthetic D_qt and D_r (synth/)."""

@@ -1,13 +1,8 @@
 """Text-to-music retrieval baselines (3MTokenRec Sec. 3.4): a catalog + request texts -> top-k catalog rows.
 
-Every baseline has `fit(catalog)` and `rank(queries, k) -> int64 [len(queries), k]` catalog rows, best first, ties
-to the lower row (eval.matching.top_k); -1 pads a ranking that has fewer than k tracks (only ArtistTrackName).
-The catalog is a catalog.parquet path, a pyarrow Table or a list of records with the data_gen/catalog.py columns.
-
-- BM25Retriever: Okapi BM25 over each track's metadata text (`track_text`: title, artist, album, tags, genre).
-- DenseRetriever: a sentence encoder (offline all-MiniLM-L6-v2) over the same text, cosine nearest neighbours.
-- ArtistTrackNameRetriever: the base LLM lists "Artist - Title" songs for the request (prompt
-  data_gen/prompts/artist_track_name_v1.md); each line is resolved to catalog tracks by fuzzy matching.
+Each has `fit(catalog)` and `rank(queries, k) -> int64 [len(queries), k]`: best first, ties to the lower row, -1 pads.
+BM25Retriever (Okapi BM25 over each track's metadata text), DenseRetriever (a sentence encoder over the same text),
+ArtistTrackNameRetriever (the base LLM lists "Artist - Title" songs, resolved to catalog tracks by fuzzy matching).
 """
 
 from __future__ import annotations
@@ -25,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from data_gen.prompts import load_prompt
-from data_gen.vectorizers.text import TextEncoder
-from eval.matching import top_k
+from data_gen.synth.prompts import load_prompt
+from data_gen.vectorize.text import TextEncoder
+from inference.matching import top_k
 
 TEXT_COLUMNS = ("title", "artist", "album", "tags", "genre")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -224,7 +219,7 @@ class ArtistTrackNameRetriever:
     unresolved names of the last `rank` call.
 
     `generate`: optional function request texts -> raw answers (tests inject one); by default the answers come from
-    `model`/`tokenizer`, loaded with tokenizer_ext.model_utils (alias "smollm2") when not given."""
+    `model`/`tokenizer`, loaded with recipes.sft.model_utils (alias "smollm2") when not given."""
 
     def __init__(self, model=None, tokenizer=None, generate: Callable[[list[str]], list[str]] | None = None,
                  model_name: str = "smollm2", model_cache_dir: str | None = "runs/model_cache",
@@ -273,7 +268,7 @@ class ArtistTrackNameRetriever:
         return out
 
     def _load_model(self) -> None:
-        from tokenizer_ext.model_utils import load_causal_lm, load_tokenizer
+        from recipes.sft.model_utils import load_causal_lm, load_tokenizer
 
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.model_name)

@@ -1,13 +1,10 @@
 """Content-based retrieval (3MToken Sec. 3, Tables 1, 3, 4): token database + playlists -> Precision/Recall/Hit@k.
 
-    python -m eval.cbr --tokenizer_dir runs/spotify/tokenizer --playlists runs/spotify/splits/playlists_eval.jsonl
+    music3m-eval-cbr --tokenizer_dir runs/spotify/tokenizers/rqvae --playlists runs/spotify/splits/playlists_eval.jsonl
 
-A seed is a (playlist, track) pair; its relevant set is the playlist's other catalog tracks, and the seed never
-appears in its own ranking. Tracks are ranked by weighted hierarchical code matching (eval/matching.py, Appendix C:
-equal weights by default). Rows: all modalities (multimodal), each modality alone (unimodal, Table 3), all but one
-(leave-one-modality-out, Table 4), and a dense reference (cosine over the concatenated L2-normalised embeddings of
-the run directory), all on the same seeds. Writes <tokenizer_dir>/eval/cbr.json and prints a markdown table that
-names which playlists fed the playlist-derived features (data README leakage rule).
+A seed track's relevant set is its playlist's other tracks; the ranking is weighted hierarchical matching
+(inference.matching). Rows: all modalities, each alone (Table 3), all but one (Table 4), and a dense reference.
+Writes <tokenizer_dir>/eval/cbr.json and prints a markdown table naming the playlists that fed the features.
 """
 
 from __future__ import annotations
@@ -20,14 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.config import parse_config
-from data_gen.embeddings import EmbeddingStore
-from data_gen.playlists import Playlist, read_playlists
-from data_gen.registry import parse_modalities
-from eval.common import (default_out, feature_provenance, input_record, load_test_split, markdown_table,
-                         provenance_line, resolve_run_dir, result_header, write_json)
-from eval.matching import SCORE_CHUNK_BYTES, HierarchicalIndex, top_k
+from common.config import parse_config
+from common.registry import parse_modalities
+from data_gen.catalog.playlists import Playlist, read_playlists
+from data_gen.vectorize.embeddings import EmbeddingStore
+from eval.common import (
+    default_out,
+    feature_provenance,
+    input_record,
+    load_test_split,
+    markdown_table,
+    provenance_line,
+    resolve_run_dir,
+    result_header,
+    write_json,
+)
 from eval.metrics import METRICS, ranking_metrics
+from inference.matching import SCORE_CHUNK_BYTES, HierarchicalIndex, top_k
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import JOINT_GROUPS, get_group
 
@@ -39,8 +45,8 @@ class CBRConfig:
     tokenizer_dir: str = field(metadata={"help": "tokenizer directory with token_db.parquet (tokenizer_ext.train)"})
     playlists: str = field(metadata={
         "help": "playlists JSONL whose co-membership is the ground truth; use the evaluation split "
-                "(data_gen.split) so that no feature was built from it"})
-    k: tuple[int, ...] = field(default=(5, 10, 20, 50), metadata={"help": "cut-offs k (3MToken Table 1)"})
+                "(data_gen.catalog.split) so that no feature was built from it"})
+    k: list[int] = field(default_factory=lambda: [5, 10, 20, 50], metadata={"help": "cut-offs k (3MToken Table 1)"})
     max_seeds: int = field(default=2000, metadata={"help": "(playlist, seed track) pairs sampled; <= 0 = all"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     modalities: str = field(default="all", metadata={"help": "comma-separated modalities to use, or 'all'"})

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from data_gen.manifest import config_dict, file_sha256, library_versions
-from data_gen.playlists import read_id_list
-from tokenizer_ext.split import split_tracks
+from common.manifest import config_dict, file_sha256, library_versions
+from data_gen.catalog.playlists import read_id_list
+from data_gen.catalog.track_split import split_tracks
 
 TOKENIZER_CONFIG = "tokenizer.json"
 SPLIT_FILE = "split.json"
@@ -96,7 +96,7 @@ def resolve_run_dir(tokenizer_dir: str | Path, run_dir: str | None) -> Path | No
 
 def load_test_split(tokenizer_dir: str | Path, track_ids: Sequence[str]) -> tuple[np.ndarray, str]:
     """bool [N] (True = test track) and where it came from: test_tracks.txt if the tokenizer wrote one, else the
-    hash split of tokenizer_ext.split with the seed and fraction in split.json (or tokenizer.json)."""
+    hash split of data_gen.catalog.track_split with the seed and fraction in split.json (or tokenizer.json)."""
     tokenizer_dir = Path(tokenizer_dir)
     listed = tokenizer_dir / TEST_TRACKS_FILE
     if listed.exists():

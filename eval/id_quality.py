@@ -1,14 +1,11 @@
-"""ID quality (FusID paper, Table 1): token database + train/test split -> codebook under-utilisation, cardinality,
-conflict rate, before and after disambiguation.
+"""ID quality (FusID paper, Table 1): token database + train/test split -> codebook under-utilisation, cardinality and
+conflict rate, before and after `<ID-k>` disambiguation.
 
-    python -m eval.id_quality --tokenizer_dir runs/spotify/tokenizer
+    music3m-eval-id-quality --tokenizer_dir runs/spotify/tokenizers/rqvae
 
-Codebook under-utilisation rate (CUR) of a (modality, level) = share of its K codebook entries that no track uses,
-over the tracks that have the modality, on train and on test tracks (3MToken Appendix D also asks whether test
-tracks use entries that training never did: `test_only_codes`). Cardinality = distinct full IDs (all modalities'
-codes side by side); conflict rate = share of tracks whose full ID another track also has. Disambiguation appends
-the `<ID-k>` index (TokenDB.with_disambiguation), after which the conflict rate must be 0. Every row checks the
-identity tracks = cardinality + tracks_in_conflict - conflict_groups. Writes <tokenizer_dir>/eval/id_quality.json.
+CUR of a (modality, level) = share of its K entries that no track uses, on train and on test tracks (with
+`test_only_codes`, App. D). Cardinality = distinct full IDs; conflict rate = share of tracks whose full ID another
+track has (0 after disambiguation). Writes <tokenizer_dir>/eval/id_quality.json.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.config import parse_config
+from common.config import parse_config
 from eval.common import default_out, fmt, input_record, load_test_split, markdown_table, result_header, write_json
 from tokenizer_ext.token_db import TokenDB, conflict_stats
 from tokenizer_ext.tokens import MISSING

@@ -1,14 +1,10 @@
 """Plots of the token space (3MToken Appendix D): token database (+ catalog genres) -> PNG files + numbers in JSON.
 
-    python -m eval.plots --tokenizer_dir runs/spotify/tokenizer [--run_dir runs/spotify]
+    music3m-eval-plots --tokenizer_dir runs/spotify/tokenizers/rqvae [--run_dir runs/spotify]
 
-token_usage_<MOD>.png: per level, the share of train and of test tracks on each code (Fig. 3: do test tracks land
-    on the codes training used?).
-genre_purity.png: per modality, the share of tracks whose level-1 code's majority genre is their own genre (Fig. 2
-    right: level 1 captures coarse categories), beside the majority-genre share that one single code would score.
-    Genres come from the run's catalog.parquet column `genre`; tracks without a genre are skipped. In Spotify Songs
-    the genre is the playlist's label, so read it as a probe, not as ground truth about the track.
-The numbers behind both go to <tokenizer_dir>/eval/plots.json.
+token_usage_<MOD>.png: per level, the share of train and test tracks on each code (Fig. 3). genre_purity.png: per
+modality, the share of tracks whose level-1 code's majority genre is their own (Fig. 2). Spotify genres are playlist
+labels: a probe, not ground truth. The numbers go to <tokenizer_dir>/eval/plots.json.
 """
 
 from __future__ import annotations
@@ -20,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_gen.config import parse_config
-from eval.common import (EVAL_DIR, default_out, load_test_split, markdown_table, resolve_run_dir, result_header,
-                         write_json)
+from common.config import parse_config
+from eval.common import (
+    EVAL_DIR,
+    default_out,
+    load_test_split,
+    markdown_table,
+    resolve_run_dir,
+    result_header,
+    write_json,
+)
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING
 

@@ -1,14 +1,9 @@
 """Reconstruction (3MToken Table 2, Appendix C): tokenizer + embeddings -> MSE and cosine similarity per modality.
 
-    python -m eval.reconstruction --tokenizer_dir runs/spotify/tokenizer [--run_dir runs/spotify]
+    music3m-eval-reconstruction --tokenizer_dir runs/spotify/tokenizers/rqvae [--run_dir runs/spotify]
 
-For every modality, the test tracks that have it are decoded from their codes in the token database
-(MusicTokenizer.decode, the cluster centroid for K-means) and compared with their embedding: MSE = mean squared
-error over all elements, cosine = mean over tracks. The last row averages the modalities, as Table 2 does.
-Embeddings are streamed in batches from the memory-mapped store. Writes <tokenizer_dir>/eval/reconstruction.json.
-Joint tokenizers decode a modality from all of a track's code groups (MusicRec: shared + that modality's levels;
-PSRQ modal-joint: its slice of the joint reconstruction); one without a decoder (FusID) gets rows with
-"n/a" (mse and cosine None) instead of numbers.
+Test tracks are decoded from their codes and compared with their embeddings; the last row averages the modalities, as
+Table 2 does. A tokenizer without a decoder (FusID) gets "n/a" rows. Writes <tokenizer_dir>/eval/reconstruction.json.
 """
 
 from __future__ import annotations
@@ -19,10 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.config import parse_config
-from data_gen.embeddings import EmbeddingStore
-from eval.common import (default_out, input_record, load_test_split, markdown_table, resolve_run_dir, result_header,
-                         write_json)
+from common.config import parse_config
+from data_gen.vectorize.embeddings import EmbeddingStore
+from eval.common import (
+    default_out,
+    input_record,
+    load_test_split,
+    markdown_table,
+    resolve_run_dir,
+    result_header,
+    write_json,
+)
 from tokenizer_ext.token_db import TokenDB
 
 

@@ -1,15 +1,10 @@
-"""Text-to-music retrieval (T2MR, 3MTokenRec Sec. 3.4): playlist names as requests, the playlists' tracks as the
-relevant sets, every system ranked on the same queries.
+"""Text-to-music retrieval (T2MR, 3MTokenRec Sec. 3.4): playlist names as requests, their tracks as relevant sets.
 
-    python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
-        --bundles 3MTokenRec=runs/spotify_bench/sft/rqvae KmeansRec=runs/spotify_bench/sft/kmeans \
-        --relevance runs/spotify_llm/relevance --out_dir runs/spotify_bench/t2mr
+    music3m-t2mr --run_dir RUN --playlists RUN/splits/playlists_eval.jsonl --bundles 3MTokenRec=SFT_DIR --out_dir OUT
 
-Systems: each bundle (an SFT output) with modality selection (relevance-model weights) and without it (equal
-weights); the first bundle's unimodal variants (one modality's weight 1, the rest 0, on the same generated codes);
-and the text baselines of eval.baselines: BM25 and dense retrieval over each track's metadata, and ArtistTrackName
-(the base LLM names songs, resolved by fuzzy matching). Metrics: Precision@1..10, Recall@10, Hit@10, nDCG@10.
-Writes OUT_DIR/t2mr.json, t2mr.md and t2mr_precision.png.
+Systems: each bundle with and without modality selection, the first bundle's unimodal variants, and eval.baselines
+(BM25, dense, ArtistTrackName). Precision@1..10, Recall@10, Hit@10, nDCG@10 -> OUT/t2mr.json, t2mr.md,
+t2mr_precision.png.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from data_gen.config import parse_config
+from common.config import parse_config
 from eval.common import markdown_table, write_json
 from eval.metrics import ndcg_at_k, ranking_metrics
 
@@ -39,20 +34,39 @@ class T2MRConfig:
     out_dir: str = field(metadata={"help": "where t2mr.json / .md / .png go"})
     bundles: list[str] = field(default_factory=list, metadata={
         "help": "NAME=DIR pairs of trained bundles; the first also gets the unimodal variants"})
+    generations: list[str] = field(default_factory=list, metadata={
+        "help": "NAME=FILE pairs of generations saved by an earlier run (--save_generations): scored like bundles, "
+                "without the model"})
+    save_generations: bool = field(default=False, metadata={
+        "help": "write each bundle's beams to OUT_DIR/generations_NAME.json (score them later with --generations)"})
     relevance: str | None = field(default=None, metadata={
         "help": "modality-relevance model dir, or a relevance_scores.json written by an earlier run"})
+    weights: list[str] = field(default_factory=list, metadata={
+        "help": "extra fixed modality weights per system, LABEL:BM=1,ST=0,... (or a weights JSON from --tune_weights)"})
+    tune_weights: bool = field(default=False, metadata={
+        "help": "search per-modality weights (coordinate ascent over --weight_grid) that maximise P@10 on these "
+                "playlists, per system; write OUT_DIR/weights_NAME.json. Run it on a validation split only"})
+    weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0], metadata={
+        "help": "values tried for each modality weight by --tune_weights"})
+    rankings: list[str] = field(default_factory=lambda: ["match"], metadata={
+        "help": "match (3MTokenRec: merged hierarchical matching) and/or beams (the beams' own tracks first)"})
+    beams_used: list[int] = field(default_factory=list, metadata={
+        "help": "also score with only the first B beams of each request (B <= num_beams)"})
     merge: list[str] = field(default_factory=list, metadata={
         "help": "t2mr.json files of earlier runs on the same queries (e.g. the bundles' run on a GPU machine): "
                 "their systems join this table"})
     baselines: list[str] = field(default_factory=lambda: ["bm25", "dense", "artist_track_name"], metadata={
         "help": "text baselines: bm25, dense, artist_track_name, or none"})
     unimodal: bool = field(default=True, metadata={"help": "add the first bundle's unimodal variants"})
+    diagnostics: bool = field(default=True, metadata={
+        "help": "seen/unseen requests, retrieval ceilings, distinct top beams, level-1 agreement per modality"})
     base_model: str = field(default="smollm2", metadata={"help": "base LLM of ArtistTrackName"})
     mode: str = field(default="catalog", metadata={"help": "decoding mask of the bundles"})
     num_beams: int = field(default=4, metadata={"help": "beams per request"})
     k: int = field(default=10, metadata={"help": "ranking depth"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     batch_size: int = field(default=16, metadata={"help": "requests per generate call"})
+    seed: int = field(default=0, metadata={"help": "seed of the random-member ceiling"})
 
 
 def load_queries(playlists: str | Path, track_ids: list[str]) -> tuple[list[str], list[list[int]], dict]:
@@ -93,9 +107,72 @@ def _to_catalog_rows(rows_list, track_ids: list[str], row_of: dict[str, int], k:
     return out
 
 
+@dataclass
+class GeneratedSystem:
+    """One bundle's beams for every request (generated now or read from --generations)."""
+
+    name: str
+    db: object                       # TokenDB the beams are parsed against
+    generations: list                # inference.recommend.Generation per request
+    seen: np.ndarray | None          # bool [Q]: request text in the bundle's SFT data (None: unknown)
+    info: dict
+
+
+def _generated_systems(cfg: T2MRConfig, queries: list[str], out: Path) -> list[GeneratedSystem]:
+    from inference.recommend import Generation, Recommender
+    from recipes.sft.bundle import normalize_request, read_train_requests
+    from tokenizer_ext.token_db import TokenDB
+
+    systems = []
+    for spec in cfg.bundles:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise ValueError(f"--bundles: expected NAME=DIR, got {spec!r}")
+        t0 = time.perf_counter()
+        from inference.bundle import load_bundle
+
+        bundle = load_bundle(path)
+        rec = Recommender(bundle, None, mode=cfg.mode, num_beams=cfg.num_beams, device=cfg.device)
+        gens = rec.generate(queries, batch_size=cfg.batch_size)
+        gen_s = time.perf_counter() - t0
+        trained = read_train_requests(path)
+        seen = None if trained is None else np.array([normalize_request(q) in trained for q in queries])
+        info = {"kind": name, "bundle": str(path), "generate_seconds": round(gen_s, 1),
+                "token_db_dir": bundle.config.get("token_db_dir"), "num_beams": cfg.num_beams}
+        print(f"{name}: generated {len(queries)} x {cfg.num_beams} beams in {gen_s:.0f} s", file=sys.stderr)
+        if cfg.save_generations:
+            write_json(out / f"generations_{name}.json", {
+                **info, "name": name, "queries": queries, "seen": None if seen is None else seen.tolist(),
+                "generations": [{"beams": g.beams, "logprobs": g.logprobs} for g in gens]})
+        systems.append(GeneratedSystem(name, rec.db, gens, seen, info))
+    for spec in cfg.generations:
+        name, _, path = spec.partition("=")
+        saved = json.loads(Path(path).read_text())
+        if saved["queries"] != queries:
+            raise ValueError(f"{path}: its queries differ from {cfg.playlists}'s")
+        db_dir = saved.get("token_db_dir")
+        if not db_dir or not Path(db_dir).exists():
+            raise FileNotFoundError(f"{path}: token database {db_dir!r} of these generations not found")
+        gens = [Generation(g["beams"], g["logprobs"]) for g in saved["generations"]]
+        seen = None if saved.get("seen") is None else np.asarray(saved["seen"], dtype=bool)
+        info = {k: saved[k] for k in ("bundle", "token_db_dir", "num_beams", "generate_seconds") if k in saved}
+        systems.append(GeneratedSystem(name, TokenDB.load(db_dir), gens, seen, {"kind": name, **info, "from": path}))
+    return systems
+
+
+def parse_weights(spec: str, modalities) -> tuple[str, dict[str, float]]:
+    """'LABEL:BM=1,ST=0.5' (or a weights JSON file written by --tune_weights) -> (label, {group: weight}); groups
+    left out get 0."""
+    if Path(spec).is_file():
+        saved = json.loads(Path(spec).read_text())
+        return saved["label"], {m: float(saved["weights"].get(m, 0.0)) for m in modalities}
+    label, _, body = spec.partition(":")
+    pairs = dict(p.split("=") for p in body.split(",") if p)
+    return label, {m: float(pairs.get(m, 0.0)) for m in modalities}
+
+
 def run(cfg: T2MRConfig) -> dict:
-    from eval.recommend import Recommender
-    from tokenizer_ext.bundle import load_bundle
+    from inference.retrieval import Retriever, modality_weights
 
     catalog = pq.read_table(Path(cfg.run_dir) / "catalog.parquet")
     track_ids = catalog.column("track_id").to_pylist()
@@ -104,32 +181,54 @@ def run(cfg: T2MRConfig) -> dict:
     print(f"T2MR: {counts}", file=sys.stderr)
     systems: dict[str, dict] = {}
     rankings: dict[str, np.ndarray] = {}
+    seen_of: dict[str, np.ndarray] = {}
+    diagnostics: dict[str, dict] = {}
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     relevance = _relevance(cfg, queries, out)
 
-    for j, spec in enumerate(cfg.bundles):
-        name, _, path = spec.partition("=")
-        if not path:
-            raise ValueError(f"--bundles: expected NAME=DIR, got {spec!r}")
-        t0 = time.perf_counter()
-        rec = Recommender(load_bundle(path), relevance, mode=cfg.mode, num_beams=cfg.num_beams, device=cfg.device)
-        gens = rec.generate(queries, batch_size=cfg.batch_size)
-        gen_s = time.perf_counter() - t0
-        db_ids = rec.db.track_ids
-        variants = {f"{name} w/o modality selection": None}
+    for j, gs in enumerate(_generated_systems(cfg, queries, out)):
+        retriever = Retriever(gs.db)
+        mods = gs.db.modalities
+        db_rows = [[r for r in (gs.db.row_of().get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
+        beams_used = sorted({cfg.num_beams if not gs.info.get("num_beams") else gs.info["num_beams"],
+                             *cfg.beams_used})
+        full = max(beams_used)
+
+        def ranked(weights, ranking=cfg.rankings[0], b=full, gs=gs, retriever=retriever):
+            res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=cfg.k, ranking=ranking)
+                   for g, w in zip(gs.generations, weights)]
+            return _to_catalog_rows([r.rows for r in res], gs.db.track_ids, row_of, cfg.k)
+
+        variants: dict[str, list] = {}
         if relevance is not None:
-            variants = {name: rec.weights(queries), **variants}
+            variants[gs.name] = [modality_weights(s, mods) for s in relevance.predict(queries)]
+        variants[f"{gs.name} w/o modality selection"] = [None] * len(queries)
+        for spec in cfg.weights:
+            label, w = parse_weights(spec, mods)
+            variants[f"{gs.name} weights {label}"] = [w] * len(queries)
+        if cfg.tune_weights:
+            best = tune_weights(lambda w: score(ranked([w] * len(queries)), relevant, cfg.k)["P@10"], mods,
+                                cfg.weight_grid)
+            write_json(out / f"weights_{gs.name}.json", {"label": f"tuned on {Path(cfg.playlists).name}", **best})
+            variants[f"{gs.name} tuned weights"] = [best["weights"]] * len(queries)
         if j == 0 and cfg.unimodal:
-            for m in rec.db.modalities:
-                variants[f"{name} unimodal {m}"] = [{g: float(g == m) for g in rec.db.modalities}] * len(queries)
+            for m in mods:
+                variants[f"{gs.name} unimodal {m}"] = [{g: float(g == m) for g in mods}] * len(queries)
+        well_formed = float(np.mean([_well_formed(g, gs.db) for g in gs.generations]))
         for label, weights in variants.items():
-            res = rec.rank(gens, weights, k=cfg.k)
-            rankings[label] = _to_catalog_rows([r.rows for r in res], db_ids, row_of, cfg.k)
-            systems[label] = {"kind": name, "bundle": path,
-                              "well_formed_top_beam": float(rec.well_formed(gens).mean()),
-                              "generate_seconds": round(gen_s, 1)}
-        print(f"{name}: generated {len(queries)} x {cfg.num_beams} beams in {gen_s:.0f} s", file=sys.stderr)
+            for ranking in cfg.rankings:
+                for b in beams_used:
+                    default = ranking == cfg.rankings[0] and b == full
+                    if not default and " unimodal " in label:
+                        continue
+                    name = label if default else f"{label} [{ranking}, {b} beams]"
+                    rankings[name] = ranked(weights, ranking, b)
+                    systems[name] = {**gs.info, "ranking": ranking, "beams": b, "well_formed_top_beam": well_formed}
+                    if gs.seen is not None:
+                        seen_of[name] = gs.seen
+        if cfg.diagnostics:
+            diagnostics[gs.name] = system_diagnostics(gs, retriever, db_rows, cfg.k, cfg.seed)
 
     baselines = [b for b in cfg.baselines if b != "none"]
     if baselines:
@@ -158,15 +257,92 @@ def run(cfg: T2MRConfig) -> dict:
             rankings[label] = np.array([[row_of.get(t, -1) for t in r] for r in s["ranked_track_ids"]],
                                        dtype=np.int64).reshape(len(queries), -1)
             systems[label] = {k: v for k, v in s.items() if k not in ("metrics", "ranked_track_ids")} | {"from": path}
+            if s.get("seen") is not None:
+                seen_of[label] = np.asarray(s["seen"], dtype=bool)
+        diagnostics.update(other.get("diagnostics", {}))
 
-    for label, ranked in rankings.items():
-        systems[label]["metrics"] = score(_pad(ranked, cfg.k), relevant, cfg.k)
-        systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked]
-    result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems}
+    reference_seen = next(iter(seen_of.values()), None)
+    for label, ranked_rows in rankings.items():
+        ranked_rows = _pad(ranked_rows, cfg.k)
+        systems[label]["metrics"] = score(ranked_rows, relevant, cfg.k)
+        seen = seen_of.get(label, reference_seen)
+        if seen is not None:
+            systems[label]["seen"] = seen.tolist()
+            for part, mask in (("seen", seen), ("unseen", ~seen)):
+                idx = np.flatnonzero(mask)
+                systems[label][f"P@10 {part}"] = score(ranked_rows[idx], [relevant[i] for i in idx], cfg.k)["P@10"] \
+                    if len(idx) else None
+                systems[label][f"{part} requests"] = int(len(idx))
+        systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked_rows]
+    result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems,
+              "diagnostics": diagnostics}
     write_json(out / "t2mr.json", result)
     (out / "t2mr.md").write_text(report_markdown(result))
     plot_precision(result, out / "t2mr_precision.png")
     return result
+
+
+def _well_formed(generation, db) -> bool:
+    from inference.retrieval import parse_sequence
+
+    return bool(generation.beams) and parse_sequence(generation.beams[0], db) is not None
+
+
+def tune_weights(objective, modalities, grid) -> dict:
+    """Coordinate ascent from equal weights: each modality in turn takes the grid value with the best objective
+    (ties keep the current value), two passes -> {"weights", "objective", "evaluations"}."""
+    weights = {m: 1.0 for m in modalities}
+    best, evaluations = objective(weights), 1
+    for _ in range(2):
+        for m in modalities:
+            for v in grid:
+                if v == weights[m]:
+                    continue
+                trial = {**weights, m: float(v)}
+                if not any(trial.values()):
+                    continue
+                value = objective(trial)
+                evaluations += 1
+                if value > best:
+                    best, weights = value, trial
+    return {"weights": weights, "objective": best, "evaluations": evaluations}
+
+
+def system_diagnostics(gs: GeneratedSystem, retriever, members: list[list[int]], k: int, seed: int) -> dict:
+    """Where quality is lost: the retrieval ceilings (a random member's ID, the best member's ID, equal weights),
+    distinct top-beam tracks, and per group the share of requests whose top beam has the playlist's most common
+    level-1 code."""
+    from inference.retrieval import parse_sequence
+
+    db, index = gs.db, retriever.index
+    rng = np.random.default_rng(seed)
+    random_p, expected_p, best_p = [], [], []
+    for rows in members:
+        if not rows:
+            continue
+        ranked = index.rank_rows(rows, None, k=k, exclude_self=False)
+        member_set = set(rows)
+        p = np.array([sum(int(r) in member_set for r in line) / k for line in ranked])
+        expected_p.append(p.mean())
+        best_p.append(p.max())
+        random_p.append(p[rng.integers(len(p))])
+    top = [parse_sequence(g.beams[0], db) if g.beams else None for g in gs.generations]
+    top_rows = [retriever.exact_row(*t) if t is not None else None for t in top]
+    agreement = {}
+    for m in db.modalities:
+        hits = n = 0
+        for t, rows in zip(top, members):
+            codes = [int(c) for c in db.codes[m][rows, 0] if c >= 0] if rows else []
+            if t is None or not codes or t[0][m][0] < 0:
+                continue
+            n += 1
+            hits += int(t[0][m][0] == np.bincount(codes).argmax())
+        agreement[m] = {"share": hits / n if n else None, "requests": n}
+    return {"ceiling_random_member_P@10": float(np.mean(random_p)) if random_p else None,
+            "ceiling_expected_member_P@10": float(np.mean(expected_p)) if expected_p else None,
+            "ceiling_best_member_P@10": float(np.mean(best_p)) if best_p else None,
+            "distinct_top_beam_tracks": len({r for r in top_rows if r is not None}), "requests": len(top),
+            "level1_agreement": agreement}
 
 
 class _ScoresFile:
@@ -190,7 +366,7 @@ def _relevance(cfg: T2MRConfig, queries: list[str], out: Path):
         return None
     if Path(cfg.relevance).is_file():
         return _ScoresFile(cfg.relevance)
-    from data_gen.relevance import RelevanceModel
+    from recipes.relevance import RelevanceModel
 
     model = RelevanceModel.load(cfg.relevance, device=cfg.device)
     scores = model.predict(queries)
@@ -209,11 +385,35 @@ def _pad(ranked: np.ndarray, k: int) -> np.ndarray:
 def report_markdown(result: dict) -> str:
     k = result["config"]["k"]
     cols = ["P@1", "P@5", "P@10", f"R@{k}", f"Hit@{k}", f"nDCG@{k}"]
-    rows = [[name, *(f"{s['metrics'][c]:.4f}" for c in cols)] for name, s in result["systems"].items()]
+    split = any("P@10 unseen" in s for s in result["systems"].values())
+    rows = []
+    for name, s in result["systems"].items():
+        row = [name, *(f"{s['metrics'][c]:.4f}" for c in cols)]
+        if split:
+            row += [_cell(s.get("P@10 seen")), _cell(s.get("P@10 unseen"))]
+        rows.append(row)
     q = result["queries"]
     head = (f"T2MR on {q['queries']} playlists (query = playlist name; relevant = its {q['mean_relevant']:.1f} "
             f"catalog tracks on average; {q['dropped_no_catalog_track']} dropped with no catalog track).\n\n")
-    return head + markdown_table(["system", *cols], rows) + "\n"
+    extra = []
+    if split:
+        s = next(s for s in result["systems"].values() if "unseen requests" in s)
+        extra = ["P@10 seen", "P@10 unseen"]
+        head += (f"Seen requests (their normalised text is in the bundle's SFT data): {s['seen requests']}; unseen: "
+                 f"{s['unseen requests']}. Baselines are split the same way.\n\n")
+    out = head + markdown_table(["system", *cols, *extra], rows) + "\n"
+    for name, d in result.get("diagnostics", {}).items():
+        agree = ", ".join(f"{m} {_cell(a['share'])}" for m, a in d["level1_agreement"].items())
+        out += (f"\n{name}: retrieval ceilings (the model emits a member's ID; equal weights, match): random member "
+                f"P@10 {_cell(d['ceiling_random_member_P@10'])}, expected over members "
+                f"{_cell(d['ceiling_expected_member_P@10'])}, best member {_cell(d['ceiling_best_member_P@10'])}; "
+                f"distinct top-beam tracks {d['distinct_top_beam_tracks']} of {d['requests']} requests; top beam "
+                f"has the playlist's most common level-1 code: {agree}.\n")
+    return out
+
+
+def _cell(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def plot_precision(result: dict, path: Path) -> Path:

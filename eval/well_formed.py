@@ -1,12 +1,9 @@
 """Does a fine-tuned model answer with track IDs? Greedy decoding of D_qt queries, with and without the logit mask.
 
-    python -m eval.well_formed --bundle runs/spotify_bench/sft/cpu-SmolLM2-3MTokenRec \
-        --dqt runs/spotify_bench/dqt/dqt.parquet --split train --num_queries 100
+    music3m-eval-well-formed --bundle SFT_DIR --dqt runs/spotify/dqt/dqt.parquet --split train --num_queries 100
 
-Reloads the saved bundle (model, extended tokenizer, token database), takes the first `num_queries` D_qt queries of
-`split` in file order (one per track), decodes each greedily, and reports per decoding mode the share of answers that
-are well-formed track IDs (boundaries, every group in order, valid codes), the share that are the ID of an existing
-catalog track, and the share that are exactly the query's own track.
+Per decoding mode: the share of answers that are well-formed IDs, IDs of an existing catalog track, and the query's
+own track.
 """
 
 from __future__ import annotations
@@ -17,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_gen.config import parse_config
-from data_gen.records import read_records
-from eval.recommend import Recommender
-from eval.retrieval import is_catalog_prefix, parse_sequence
-from tokenizer_ext.bundle import load_bundle
+from common.config import parse_config
+from common.records import read_records
+from inference.bundle import load_bundle
+from inference.recommend import Recommender
+from inference.retrieval import is_catalog_prefix, parse_sequence
 
 
 @dataclass

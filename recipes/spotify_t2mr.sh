@@ -3,7 +3,7 @@
 # (recipes/SmolLM2-135M-Instruct/sft/config_spotify.yaml), then T2MR of the bundle on the evaluation playlists
 # (eval.t2mr). The text baselines and the final table run on any machine:
 #   python -m eval.t2mr ... --baselines bm25 dense artist_track_name --merge $OUT_DIR/*/t2mr.json
-# Inputs come from `python -m eval.spotify_tokenizers` (catalog, split, tokenizers) and `python -m data_gen.dqt`.
+# Inputs come from `python -m bench.spotify_tokenizers` (catalog, split, tokenizers) and `python -m data_gen.synth.dqt`.
 # Usage: recipes/spotify_t2mr.sh [extra recipe arguments, e.g. --model_name_or_path DIR --gguf_file FILE]
 set -euo pipefail
 RUN=${RUN:-runs/spotify_bench}

@@ -1,1 +1,1 @@
-"""Stage 2 and 5: per-modality music tokenizers and vocabulary extension (later issues)."""
+"""Stage 2: music tokenizers (quantizers/), the token format and database, and the LLM vocabulary extension."""

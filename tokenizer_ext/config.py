@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 METHODS = ("rqvae", "vqvae", "kmeans", "rqkmeans", "psrq", "psrq_joint", "fusid", "musicrec")
-# Methods that quantize all modalities of a track at once (tokenizer_ext/base.py JointQuantizer).
+# Methods that quantize all modalities of a track at once (tokenizer_ext/quantizers/base.py JointQuantizer).
 JOINT_METHODS = ("psrq_joint", "fusid", "musicrec")
 
 # Sec. 3 "RQ-VAE Configuration" / App. B: (K1, K2, K3) = (32, 64, 128). Sec. 3 "Baselines": VQ-VAE codebook size
@@ -44,9 +44,9 @@ class TokenizerConfig:
                 "modality), psrq_joint (PSRQ modal-joint), fusid (FusID), musicrec (MusicRec shared-specific RQ)",
         "choices": list(METHODS)})
     d_z: int = field(default=32, metadata={"help": "latent dim d_z of the RQ-VAE / VQ-VAE (Sec. 3, App. E.2)"})
-    hidden_dims: tuple[int, ...] = field(default=(512, 256, 128), metadata={
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128], metadata={
         "help": "encoder hidden layers; the decoder mirrors them (App. B: 512 -> 256 -> 128 -> d_z)"})
-    codebook_sizes: tuple[int, ...] | None = field(default=None, metadata={
+    codebook_sizes: list[int] | None = field(default=None, metadata={
         "help": "codebook size per level; default (32, 64, 128) for rqvae (Sec. 3, App. B), 1024 for vqvae and "
                 "the number of clusters for kmeans (Sec. 3 Baselines)"})
     beta: float = field(default=0.25, metadata={"help": "commitment weight beta (Sec. 2 loss, App. D: 0.25)"})
@@ -104,7 +104,7 @@ class TokenizerConfig:
     encode_chunk_rows: int = field(default=65536, metadata={
         "help": "rows per chunk when encoding the whole catalog into the token database (memory bound)"})
     grouped: bool = field(default=False, metadata={
-        "help": "rqvae/vqvae: train the modalities together, batched by input width (tokenizer_ext/rqvae_grouped.py: "
+        "help": "rqvae/vqvae: train the modalities together, batched by input width (tokenizer_ext/quantizers/rqvae_grouped.py: "
                 "data on the device, per-model shuffles, CUDA graphs on a GPU); epochs count the largest modality"})
     grouped_data_dtype: str = field(default="float32", metadata={
         "help": "grouped: dtype of the training rows kept on the device (bfloat16 halves the memory of wide inputs)",

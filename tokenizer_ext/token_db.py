@@ -1,13 +1,8 @@
-"""The token database: track_id -> codes per (modality, level), saved as `token_db.parquet` + `token_db.json`.
+"""The token database: track_id -> codes per (code group, level), saved as `token_db.parquet` + `token_db.json`.
 
-Parquet columns: `track_id`, then `<MOD>_<level>` (int16/int32, level 1-based; -1 = modality missing for this
-track) for each code group in GROUP_NAMES order (joint groups such as `SH_1` or `FU_3` first, then modalities),
-then `dedup` (int32) when disambiguation is on.
-`token_db.json` records the tokenizer kind, modalities, codebook sizes, and conflict statistics.
-
-Conflicts: tracks whose full code sequence (all modalities) is identical cannot be told apart by a generated ID.
-`assign_dedup` gives each of them an extra disambiguation index k (the k-th track of its group, in catalog order),
-emitted as the token `<ID-k>`; with it, every track's sequence is unique (conflict rate 0).
+Columns: `track_id`, `<MOD>_<level>` per code group in GROUP_NAMES order (level 1-based, -1 = missing for this
+track), then `dedup` when disambiguation is on. Tracks with identical full code sequences conflict; `assign_dedup`
+gives each the k of an `<ID-k>` token (its rank in its group, catalog order), so every sequence becomes unique.
 """
 
 from __future__ import annotations

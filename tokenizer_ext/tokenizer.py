@@ -1,13 +1,8 @@
-"""The music tokenizer: one trained quantizer per modality + its config, saved as a directory; embeddings -> codes.
+"""The music tokenizer: one trained quantizer per modality (or one joint quantizer) + its config, as a directory.
 
-Directory layout (written by `python -m tokenizer_ext.train`, read by `MusicTokenizer.load`):
-    tokenizer.json      method, config, modalities, codebook sizes and embedding dim per modality
-    <MOD>/              one quantizer checkpoint per modality (config.json + model.pt or centroids.npy)
-    joint/              instead, for a joint method (FusID, MusicRec, PSRQ modal-joint): its one checkpoint
-    token_db.parquet    codes of every catalog track (see tokenizer_ext/token_db.py), + token_db.json
-    split.json, test_tracks.txt, train_log.jsonl, manifest.json   what training did
-`encode_store` turns any run's embeddings (e.g. new tracks) into a TokenDB with the same tokenizer;
-`MusicTokenizer.load` returns a `JointTokenizer` for a joint method (same encode_store / save / load).
+`MusicTokenizer.load(dir)` returns it (a `JointTokenizer` for FusID, MusicRec, PSRQ modal-joint); `encode_store` turns
+any run's embeddings into a TokenDB. The directory, written by tokenizer_ext.train: tokenizer.json, one checkpoint
+folder per modality (or joint/), token_db.parquet + token_db.json, the split and the training log.
 """
 
 from __future__ import annotations
@@ -19,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data_gen.embeddings import EmbeddingStore
-from data_gen.registry import MODALITY_NAMES, get_modality
-from tokenizer_ext.base import JOINT_QUANTIZERS, QUANTIZERS, JointQuantizer, ModalityQuantizer
+from common.registry import MODALITY_NAMES, get_modality
+from data_gen.vectorize.embeddings import EmbeddingStore
 from tokenizer_ext.config import TokenizerConfig
-from tokenizer_ext.fusid import FusIDQuantizer
-from tokenizer_ext.kmeans import KMeansQuantizer
-from tokenizer_ext.musicrec import MusicRecQuantizer
-from tokenizer_ext.psrq import PSRQJointQuantizer, PSRQQuantizer, RQKMeansQuantizer
-from tokenizer_ext.rqvae import RQVAEQuantizer, VQVAEQuantizer
+from tokenizer_ext.quantizers.base import JOINT_QUANTIZERS, QUANTIZERS, JointQuantizer, ModalityQuantizer
+from tokenizer_ext.quantizers.fusid import FusIDQuantizer
+from tokenizer_ext.quantizers.kmeans import KMeansQuantizer
+from tokenizer_ext.quantizers.musicrec import MusicRecQuantizer
+from tokenizer_ext.quantizers.psrq import PSRQJointQuantizer, PSRQQuantizer, RQKMeansQuantizer
+from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer, VQVAEQuantizer
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING
 

@@ -1,16 +1,11 @@
-"""The token format: (modality, level, code index) <-> token strings such as `<SC1-5>`, and the music vocabulary.
+"""The token format: (code group, level, code index) <-> token strings such as `<SC1-5>`, and the music vocabulary.
 
-One source of truth for the strings every later stage (SFT data, constrained decoding, retrieval) uses:
-    `<MOD{level}-{index}>`  music token, level 1-based, index 0-based: `<SC1-5>` = SC, level 1, code 5
-    `<MOD-none>`            the modality is missing for this track (replaces its L level tokens)
-    `<ID-{k}>`              optional disambiguation token: the k-th track sharing an identical code sequence
-    `<begin_3MToken>` / `<end_3MToken>`  boundary tokens around a track's sequence
-A track's sequence lists its code groups in GROUP_NAMES order (only the groups the tokenizer produces), each as its
-L level tokens or as one `<MOD-none>`. A group is a modality (AC ... TC, one quantizer each) or one of the joint
-groups of the multi-modality quantizers, which come before the modalities:
-    `SH`  MusicRec shared levels over the fused latent (`<SH1-7>` = shared level 1, code 7)
-    `MJ`  PSRQ modal-joint levels over the concatenated modalities
-    `FU`  FusID sub-embeddings: level j is sub-embedding j (`<FU3-17>` = sub-embedding 3, code 17)
+    `<MOD{level}-{index}>`  level 1-based, index 0-based: `<SC1-5>` = SC, level 1, code 5
+    `<MOD-none>`            the group is missing for this track (replaces its L level tokens)
+    `<ID-{k}>`              optional disambiguation: the k-th track sharing an identical code sequence
+    `<begin_3MToken>` / `<end_3MToken>`  around a track's sequence
+A sequence lists the tokenizer's code groups in GROUP_NAMES order: the joint groups first (SH MusicRec shared,
+MJ PSRQ modal-joint, FU FusID sub-embeddings), then the modalities AC ... TC.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from data_gen.registry import MODALITY_NAMES, get_modality
+from common.registry import MODALITY_NAMES, get_modality
 
 BEGIN_TOKEN = "<begin_3MToken>"
 END_TOKEN = "<end_3MToken>"

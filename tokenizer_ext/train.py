@@ -1,15 +1,10 @@
-"""Stage 2: `run_dir/embeddings/` -> per-modality tokenizer + token database in `run_dir/tokenizers/<method>/`.
+"""Stage 2: `run_dir/embeddings/` -> trained tokenizer + token database in `run_dir/tokenizers/<method>/`.
 
-    python -m tokenizer_ext.train --run_dir runs/spotify --config recipes/tokenizers/rqvae.yaml [--modalities BM,TC]
+    music3m-train-tokenizer --run_dir runs/spotify --config recipes/tokenizers/rqvae.yaml [--modalities BM,TC]
 
-Steps: split the tracks 80/20 by track hash -> for each requested modality that has embeddings, train its
-quantizer on the present rows of the training split (or reuse its checkpoint when settings and inputs are
-unchanged) -> encode every track into the token database (-1 where a modality is missing, then <ID-k>
-disambiguation) -> manifest. The layout of the output directory is described in tokenizer_ext/tokenizer.py.
-
-Joint methods (fusid, musicrec, psrq_joint) train one quantizer on all requested modalities of the training tracks
-(`run_joint`); FusID's co-occurrence pairs come only from the training playlists (`--train_playlists`, default
-RUN_DIR/splits/playlists_train.txt) and only between training tracks.
+Splits the tracks by track hash, trains each modality's quantizer on its present training rows (or one joint
+quantizer on all of them; a checkpoint with unchanged settings and inputs is reused), then encodes every track into
+the token database. FusID's co-occurrence pairs come only from the training playlists and training tracks.
 """
 
 from __future__ import annotations
@@ -23,14 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_gen.config import parse_config
-from data_gen.embeddings import EmbeddingStore
-from data_gen.manifest import config_hash, write_manifest
-from data_gen.registry import parse_modalities
-from tokenizer_ext.base import JOINT_QUANTIZERS, QUANTIZERS, ModalityQuantizer
+from common.config import parse_config
+from common.manifest import config_hash, write_manifest
+from common.registry import parse_modalities
+from data_gen.catalog.track_split import split_tracks
+from data_gen.vectorize.embeddings import EmbeddingStore
 from tokenizer_ext.config import JOINT_METHODS, TokenizerConfig
-from tokenizer_ext.joint import cooccurrence_pairs, training_playlists
-from tokenizer_ext.split import split_tracks
+from tokenizer_ext.quantizers.base import JOINT_QUANTIZERS, QUANTIZERS, ModalityQuantizer
+from tokenizer_ext.quantizers.joint import cooccurrence_pairs, training_playlists
 from tokenizer_ext.tokenizer import JointTokenizer, MusicTokenizer, build_joint_quantizer, build_quantizer
 
 CHECKPOINT_RECORD = "checkpoint.json"  # inside <MOD>/, written last: its presence means the checkpoint is complete
@@ -41,7 +36,7 @@ LOG_FILE = "train_log.jsonl"
 class TrainConfig(TokenizerConfig):
     """Train one quantizer per modality on a run's embeddings and build its token database."""
 
-    run_dir: str = field(metadata={"help": "run directory with embeddings/ (from data_gen.vectorize)"})
+    run_dir: str = field(metadata={"help": "run directory with embeddings/ (from data_gen.vectorize.run)"})
     out_dir: str | None = field(default=None, metadata={
         "help": "tokenizer directory (default RUN_DIR/tokenizers/METHOD)"})
     overwrite: bool = field(default=False, metadata={"help": "retrain modalities whose checkpoint is up to date"})
@@ -120,10 +115,10 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
 
 def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
                              out_dir: Path) -> dict[str, tuple[ModalityQuantizer | None, dict]]:
-    """`grouped: true` (RQ-VAE / VQ-VAE): the modalities to train go through tokenizer_ext.rqvae_grouped.train_grouped
+    """`grouped: true` (RQ-VAE / VQ-VAE): the modalities to train go through tokenizer_ext.quantizers.rqvae_grouped.train_grouped
     together (batched by input width, concurrent on the GPU); reuse and skips as train_modality -> per modality
     (quantizer or None, record)."""
-    from tokenizer_ext.rqvae_grouped import train_grouped
+    from tokenizer_ext.quantizers.rqvae_grouped import train_grouped
 
     results, jobs = {}, {}
     for m in modalities:
@@ -175,7 +170,7 @@ def load_pairs(cfg: TrainConfig, track_ids: list[str], train_rows: np.ndarray) -
     if train_ids != "all" and not Path(train_ids).exists():
         raise FileNotFoundError(f"{train_ids}: no list of training playlists; {cfg.method} learns from playlist "
                                 "co-occurrence and must not see evaluation playlists (write the split with "
-                                "data_gen.split, pass --train_playlists FILE, or --train_playlists all where no "
+                                "data_gen.catalog.split, pass --train_playlists FILE, or --train_playlists all where no "
                                 "playlist is used for evaluation)")
     playlists, record = training_playlists(playlists_path, str(train_ids))
     row_of = {track_ids[r]: i for i, r in enumerate(train_rows)}

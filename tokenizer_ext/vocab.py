@@ -1,18 +1,14 @@
 """Vocabulary extension: a Hugging Face tokenizer + causal LM -> the same with the music tokens added.
 
-Each music token (`<SC1-5>`), `<MOD-none>`, `<ID-k>` and boundary token becomes exactly one token (added tokens are
-matched before the model's BPE, never split). The embedding matrix grows to the new vocabulary (optionally padded to
-a multiple of 64 for tensor cores; Qwen2.5-1.5B-Instruct: 153,664 rows with the default 2,018 new tokens), old rows
-stay bit-identical, and new rows start at the mean of the old rows (so each new token begins with an average,
-neutral logit instead of a random spike that the first SFT steps must undo), optionally with small seeded noise to
-break the symmetry between new tokens. Tied input/output embeddings stay tied; an untied LM head gets the same
-treatment. Under DeepSpeed ZeRO-3 the partitioned embedding is gathered before it is written.
+Every music, `<MOD-none>`, `<ID-k>` and boundary token becomes exactly one token. The embedding matrix grows
+(optionally padded to a multiple of 64); old rows stay bit-identical, new rows start at the mean of the old ones (a
+neutral first logit), optionally with small seeded noise. Tied embeddings stay tied; ZeRO-3 shards are gathered first.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tokenizers import AddedToken
@@ -60,8 +56,27 @@ def _rows(param: torch.nn.Parameter) -> int:
     return int(getattr(param, "ds_shape", param.shape)[0])
 
 
+def _init_rows_from_text(weight: torch.Tensor, rows: dict[int, list[int]], old_rows: int) -> int:
+    """Row r <- the mean of the old rows of its text's token ids (ids of new tokens are ignored) -> rows set."""
+    done = 0
+    with torch.no_grad():
+        for row, ids in rows.items():
+            ids = [i for i in ids if i < old_rows]
+            if ids:
+                weight[row] = weight[ids].float().mean(dim=0).to(weight.dtype)
+                done += 1
+    return done
+
+
+def text_token_ids(tokenizer, texts: Mapping[str, str]) -> dict[int, list[int]]:
+    """{token: text} -> {token id: ids of the text} for the tokens the tokenizer knows."""
+    vocab = tokenizer.get_vocab()
+    return {vocab[t]: tokenizer.encode(text, add_special_tokens=False) for t, text in texts.items() if t in vocab}
+
+
 def extend_model_vocabulary(model, tokenizer, tokens: Sequence[str], pad_to_multiple_of: int | None = 64,
-                            init_noise_std: float = 0.0, seed: int = 0) -> dict:
+                            init_noise_std: float = 0.0, seed: int = 0,
+                            init_texts: Mapping[str, str] | None = None) -> dict:
     """Add `tokens` to the tokenizer, resize and initialise the model's embeddings; returns a summary dict."""
     old_len = len(tokenizer)
     old_rows = _rows(model.get_input_embeddings().weight)
@@ -77,11 +92,15 @@ def extend_model_vocabulary(model, tokenizer, tokens: Sequence[str], pad_to_mult
     head = model.get_output_embeddings()
     generator = torch.Generator().manual_seed(seed)
     first_new = min(old_len, old_rows)  # rows from here on belong to no trained token (new or padding)
+    text_rows = text_token_ids(tokenizer, init_texts) if init_texts else {}
+    from_text = 0
     with _gathered([emb] + ([head.weight] if head is not None and not tied else [])):
         if target > first_new:
             _init_new_rows(emb.data, first_new, init_noise_std, generator)
+            from_text = _init_rows_from_text(emb.data, text_rows, first_new)
             if head is not None and not tied and head.weight is not emb:
                 _init_new_rows(head.weight.data, first_new, init_noise_std, generator)
+                _init_rows_from_text(head.weight.data, text_rows, first_new)
     if tied:
         model.tie_weights()
         head = model.get_output_embeddings()
@@ -89,4 +108,5 @@ def extend_model_vocabulary(model, tokenizer, tokens: Sequence[str], pad_to_mult
             raise RuntimeError("input and output embeddings are no longer tied after resizing")
     model.config.vocab_size = _rows(model.get_input_embeddings().weight)
     return {"tokens_before": old_len, "tokens_added": added, "tokens_after": len(tokenizer),
-            "embedding_rows_before": old_rows, "embedding_rows_after": model.config.vocab_size, "tied": tied}
+            "embedding_rows_before": old_rows, "embedding_rows_after": model.config.vocab_size, "tied": tied,
+            "rows_from_text": from_text}

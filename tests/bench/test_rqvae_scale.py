@@ -1,5 +1,5 @@
-"""bench/rqvae_scale.py end to end on the CPU at a toy size: the plain loop, the k-means baseline, the grouped fast
-path (tokenizer_ext/rqvae_grouped.py) and two variants run, and the JSON holds every figure of the printed table."""
+"""python -m bench.rqvae_scale end to end on the CPU at a toy size: the plain loop, the k-means baseline, the grouped fast
+path (tokenizer_ext/quantizers/rqvae_grouped.py) and two variants run, and the JSON holds every figure of the printed table."""
 
 import json
 import subprocess
@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_benchmark_runs_every_path_and_reports_them(tmp_path):
     out = tmp_path / "rqvae.json"
-    proc = subprocess.run([sys.executable, "bench/rqvae_scale.py", "--tracks", "1024", "--batch", "128",
+    proc = subprocess.run([sys.executable, "-m", "bench.rqvae_scale", "--tracks", "1024", "--batch", "128",
                            "--epochs_measured", "1", "--plain_steps", "2", "--warmup", "1", "--plain_rows", "512",
                            "--init_kmeans_iters", "2", "--kmeans_iters", "2", "--no_graph", "--no-compile",
                            "--variants", "float32:1,bfloat16:1", "--variant_steps", "2", "--out", str(out)],

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_gen.embeddings import EmbeddingStore
+from data_gen.vectorize.embeddings import EmbeddingStore
 from eval.cbr import CBRConfig, dense_rank, parse_weights, run
 from eval.common import feature_provenance
 from tests.eval.helpers import write_playlist_file, write_store, write_tokenizer_dir

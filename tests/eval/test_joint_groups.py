@@ -4,7 +4,7 @@ given per modality, 0 where a CBR row leaves them out."""
 import numpy as np
 
 from eval.cbr import parse_weights
-from eval.matching import HierarchicalIndex, brute_force_scores
+from inference.matching import HierarchicalIndex, brute_force_scores
 from tokenizer_ext.token_db import TokenDB
 
 

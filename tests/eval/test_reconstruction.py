@@ -57,7 +57,7 @@ def test_kmeans_tokenizer_reconstructs_exact_centroids(tmp_path):
 
 
 def test_rqvae_numbers_equal_decoding_by_hand(tmp_path):
-    from data_gen.embeddings import EmbeddingStore
+    from data_gen.vectorize.embeddings import EmbeddingStore
     from tokenizer_ext.token_db import TokenDB
     from tokenizer_ext.tokenizer import MusicTokenizer
 

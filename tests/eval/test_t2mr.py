@@ -11,11 +11,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eval.recommend import Recommender
-from eval.retrieval import parse_sequence
+from inference.recommend import Recommender
+from inference.retrieval import parse_sequence
 from eval.t2mr import T2MRConfig, load_queries, run
-from tests.eval.test_decoding import _db, _word_tokenizer
-from tokenizer_ext.bundle import load_bundle, save_bundle_extras
+from tests.inference.test_decoding import _db, _word_tokenizer
+from inference.bundle import load_bundle
+from recipes.sft.bundle import save_bundle_extras
 
 CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
         "{% if add_generation_prompt %}assistant {% endif %}")
@@ -98,3 +99,39 @@ def test_t2mr_end_to_end_and_merge(bundle, tmp_path):
     for name in expected:
         assert merged["systems"][name]["metrics"] == pytest.approx(systems[name]["metrics"])
     np.testing.assert_array_equal(merged["query_texts"], result["query_texts"])
+
+
+def test_saved_generations_score_like_the_bundle_and_split_seen_requests(bundle, tmp_path):
+    root, db = bundle
+    save_bundle_extras(root / "model", root / "tok", system_prompt="you are a music recommender",
+                       train_requests=["Rock!", "play some pop"])  # "rock" is a seen request, "jazz" is not
+    cfg = T2MRConfig(run_dir=str(root / "run"), playlists=str(root / "run" / "eval.jsonl"),
+                     out_dir=str(tmp_path / "live"), bundles=[f"Tiny={root / 'model'}"], baselines=["bm25"],
+                     num_beams=4, k=10, save_generations=True, rankings=["match", "beams"], beams_used=[1],
+                     unimodal=False, weights=["BMonly:BM=1"])
+    live = run(cfg)
+    names = set(live["systems"])
+    assert {"Tiny w/o modality selection", "Tiny w/o modality selection [beams, 4 beams]",
+            "Tiny w/o modality selection [match, 1 beams]", "Tiny weights BMonly", "BM25"} <= names
+    s = live["systems"]["Tiny w/o modality selection"]
+    assert s["seen"] == [True, False] and s["seen requests"] == 1 and s["unseen requests"] == 1
+    assert live["systems"]["BM25"]["P@10 seen"] == pytest.approx(1.0)  # baselines split the same way
+    d = live["diagnostics"]["Tiny"]
+    assert 0 <= d["ceiling_expected_member_P@10"] <= d["ceiling_best_member_P@10"] <= 1
+    assert d["ceiling_best_member_P@10"] > 0 and 1 <= d["distinct_top_beam_tracks"] <= 2
+    assert set(d["level1_agreement"]) == set(db.modalities)
+    gen_file = tmp_path / "live" / "generations_Tiny.json"
+    offline = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "offline"),
+                             generations=[f"Tiny={gen_file}"], baselines=["none"], rankings=["match", "beams"],
+                             beams_used=[1], unimodal=False, weights=["BMonly:BM=1"], num_beams=4))
+    for name, system in offline["systems"].items():
+        assert system["metrics"] == pytest.approx(live["systems"][name]["metrics"]), name
+        assert system["ranked_track_ids"] == live["systems"][name]["ranked_track_ids"]
+    assert "P@10 unseen" in (tmp_path / "offline" / "t2mr.md").read_text()
+
+
+def test_tune_weights_finds_the_modality_that_scores():
+    from eval.t2mr import tune_weights
+
+    result = tune_weights(lambda w: w["ST"] - 0.1 * w["BM"], ["BM", "ST"], [0.0, 1.0, 4.0])
+    assert result["weights"] == {"BM": 0.0, "ST": 4.0} and result["objective"] == pytest.approx(4.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tokenizer_ext.bundle import load_bundle
+from inference.bundle import load_bundle
 from tokenizer_ext.token_db import TokenDB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,9 +83,9 @@ def test_sft_trains_resumes_and_reloads(workdir):
     tok, model = bundle.tokenizer, bundle.model
     assert model.config.vocab_size == model.get_input_embeddings().weight.shape[0] >= len(tok)
     # the reloaded model is the trained one: its loss on the training chats is far below the first steps' loss
-    from tokenizer_ext.sft_data import build_sft_dataset
+    from recipes.sft.data import build_sft_dataset
 
-    data, _ = build_sft_dataset(workdir / "dqt.jsonl", workdir / "tok", tok, bundle.config["system_prompt"])
+    data, _, _ = build_sft_dataset(workdir / "dqt.jsonl", TokenDB.load(workdir / "tok"), tok, bundle.config["system_prompt"])
     with torch.no_grad():
         batch_losses = [model(input_ids=torch.tensor([ex["input_ids"]]), labels=torch.tensor([ex["labels"]])).loss.item()
                         for ex in data["train"]]

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from tokenizer_ext.base import QUANTIZERS
-from tokenizer_ext.kmeans import KMeansQuantizer
+from tokenizer_ext.quantizers.base import QUANTIZERS
+from tokenizer_ext.quantizers.kmeans import KMeansQuantizer
 
 
 def _clusters(n_per=50, k=4, d=6, seed=0):

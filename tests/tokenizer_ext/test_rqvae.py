@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tokenizer_ext.base import QUANTIZERS
-from tokenizer_ext.rqvae import RQVAE, ResidualQuantizer, RQVAEQuantizer, VQVAEQuantizer, code_usage, kmeans
+from tokenizer_ext.quantizers.base import QUANTIZERS
+from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer, VQVAEQuantizer
+from tokenizer_ext.quantizers.rqvae_model import RQVAE, ResidualQuantizer, code_usage, kmeans
 
 SIZES = (4, 8, 8)
 

@@ -1,4 +1,4 @@
-"""Grouped RQ-VAE training (tokenizer_ext/rqvae_grouped.py) is the repo's RQ-VAE: same losses and gradients as each
+"""Grouped RQ-VAE training (tokenizer_ext/quantizers/rqvae_grouped.py) is the repo's RQ-VAE: same losses and gradients as each
 model alone, weights copied back exactly, per-model shuffles over each model's own rows, and train_grouped fits
 RQVAEQuantizers that save, load and encode like per-modality ones."""
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer_ext.rqvae import RQVAE, RQVAEQuantizer
-from tokenizer_ext.rqvae_grouped import GroupedRQVAE, GroupTrainer, train_grouped, width_groups
+from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer
+from tokenizer_ext.quantizers.rqvae_model import RQVAE
+from tokenizer_ext.quantizers.rqvae_grouped import GroupedRQVAE, GroupTrainer, train_grouped, width_groups
 
 
 def _grouped_setup(dims=(18, 30, 7), batch=64, d_pad=32, seed=1):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data_gen.registry import MODALITIES
-from tokenizer_ext.split import split_tracks
+from common.registry import MODALITIES
+from data_gen.catalog.track_split import split_tracks
 from tokenizer_ext.token_db import TokenDB, assign_dedup, conflict_stats
 from tokenizer_ext.tokens import (
     BEGIN_TOKEN,

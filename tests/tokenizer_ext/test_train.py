@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen.config import parse_config
-from data_gen.embeddings import EmbeddingStore
-from data_gen.ingest import IngestConfig, run as ingest_run
-from data_gen.vectorize import VectorizeConfig, run as vectorize_run
-from tokenizer_ext.split import split_tracks
+from common.config import parse_config
+from data_gen.vectorize.embeddings import EmbeddingStore
+from data_gen.catalog.ingest import IngestConfig, run as ingest_run
+from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
+from data_gen.catalog.track_split import split_tracks
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokenizer import MusicTokenizer
 from tokenizer_ext.train import TrainConfig, main

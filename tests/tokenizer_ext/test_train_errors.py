@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from data_gen.embeddings import EmbeddingStore
-from data_gen.ingest import IngestConfig, run as ingest_run
-from data_gen.vectorize import VectorizeConfig, run as vectorize_run
+from data_gen.vectorize.embeddings import EmbeddingStore
+from data_gen.catalog.ingest import IngestConfig, run as ingest_run
+from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
 from tokenizer_ext.train import TrainConfig, run as train_run
 
 

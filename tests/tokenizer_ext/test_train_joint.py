@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen.config import parse_config
-from data_gen.ingest import IngestConfig, run as ingest_run
-from data_gen.playlists import read_playlists
-from data_gen.vectorize import VectorizeConfig, run as vectorize_run
+from common.config import parse_config
+from data_gen.catalog.ingest import IngestConfig, run as ingest_run
+from data_gen.catalog.playlists import read_playlists
+from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokenizer import JointTokenizer, MusicTokenizer
 from tokenizer_ext.train import TrainConfig, main, run

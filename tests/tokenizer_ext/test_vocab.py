@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from data_gen.registry import MODALITIES
-from tokenizer_ext.model_utils import qwen_tokenizer_dir
+from common.registry import MODALITIES
+from recipes.sft.model_utils import qwen_tokenizer_dir
 from tokenizer_ext.tokens import music_vocabulary, special_vocabulary
 from tokenizer_ext.vocab import extend_model_vocabulary
 
@@ -62,3 +62,19 @@ def test_untied_head_and_idempotence(qwen_tokenizer):
     assert head.data_ptr() != model.get_input_embeddings().weight.data_ptr()
     info = extend_model_vocabulary(model, qwen_tokenizer, NEW_TOKENS, pad_to_multiple_of=None)
     assert info["tokens_added"] == 0 and info["embedding_rows_after"] == old_len + 2018
+
+
+def test_text_init_starts_each_token_at_its_words(qwen_tokenizer):
+    old_len = len(qwen_tokenizer)
+    model = _tiny_model(old_len, tied=True)
+    before = model.get_input_embeddings().weight[:old_len].clone()
+    texts = {"<ST1-3>": "hard rock, rock", "<RI1-0>": "1975, 1970s"}
+    info = extend_model_vocabulary(model, qwen_tokenizer, NEW_TOKENS, pad_to_multiple_of=None, init_texts=texts)
+    assert info["rows_from_text"] == 2
+    weight = model.get_input_embeddings().weight
+    for token, text in texts.items():
+        ids = qwen_tokenizer.encode(text, add_special_tokens=False)
+        torch.testing.assert_close(weight[qwen_tokenizer.convert_tokens_to_ids(token)], before[ids].mean(0))
+    other = qwen_tokenizer.convert_tokens_to_ids("<ST1-4>")  # no text: the mean of the old rows
+    torch.testing.assert_close(weight[other], before.mean(0))
+    assert torch.equal(weight[:old_len], before)

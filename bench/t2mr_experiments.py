@@ -1,0 +1,166 @@
+"""Run a plan of SFT experiments on one GPU and save each bundle's generations for offline T2MR scoring.
+
+    python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml --out_dir runs/t2mr_val
+    python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/eval_final.yaml --out_dir runs/t2mr_eval
+
+A plan (YAML) gives shared recipe options (`defaults`), the request sets to generate for (`sets`: name -> playlists
+JSONL) and the runs (`runs`: name, run_dir, tokenizer, args). `{R}` in an option is the run's run_dir and `{T}` its
+tokenizer. Each run trains with recipes/sft_3mtoken.py, generates `num_beams` beams for every request of every set
+(`music3m-t2mr --save_generations`) and deletes the model unless `keep_models`. A plan with `select` first scores
+the runs of an earlier (validation) plan and lets runs with `inherit: best` start from the best run's options, so
+settings are chosen on the validation split only. Score the saved generations on any machine with
+`music3m-t2mr --generations NAME=OUT_DIR/NAME/t2mr_SET/generations_NAME.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from common.config import parse_config
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sft_3mtoken.py"
+
+
+@dataclass
+class ExperimentArguments:
+    """Train and generate for every run of a T2MR experiment plan."""
+
+    plan: str = field(metadata={"help": "experiment plan YAML (defaults, sets, runs, optional select)"})
+    out_dir: str = field(metadata={"help": "one folder per run: log, generations, scores"})
+    parallel: int = field(default=4, metadata={"help": "runs trained at the same time on the GPU"})
+    runs: list[str] = field(default_factory=list, metadata={"help": "only these runs of the plan (default all)"})
+    device: str = field(default="cuda", metadata={"help": "device for generation"})
+    keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
+    dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
+
+
+def _fill(value, run: dict):
+    if isinstance(value, str):
+        return value.replace("{R}", run["run_dir"]).replace("{T}", run.get("tokenizer", "rqvae"))
+    if isinstance(value, list):
+        return [_fill(v, run) for v in value]
+    return value
+
+
+def run_options(plan: dict, run: dict) -> dict:
+    """The recipe options of a run: plan defaults, then the run's own args, placeholders filled."""
+    run = {"run_dir": plan.get("run_dir", ""), **run}
+    return {k: _fill(v, run) for k, v in {**plan.get("defaults", {}), **run.get("args", {})}.items()}
+
+
+def _flags(options: dict) -> list[str]:
+    out = []
+    for k, v in options.items():
+        out.append(f"--{k}")
+        out += [str(x) for x in v] if isinstance(v, list) else [str(v).lower() if isinstance(v, bool) else str(v)]
+    return out
+
+
+def commands(plan: dict, run: dict, out: Path, device: str) -> list[list[str]]:
+    """The recipe command and one generation command per request set of a run."""
+    options = {**run_options(plan, run), "output_dir": str(out / "model")}
+    config = options.pop("config")
+    py = sys.executable
+    cmds = [[py, str(RECIPE), "--config", config, *_flags(options)]]
+    gen = plan.get("generate", {})
+    run_dir = run.get("run_dir", plan.get("run_dir"))
+    for set_name, playlists in plan["sets"].items():
+        cmds.append([py, "-m", "eval.t2mr", "--run_dir", run_dir, "--playlists", _fill(playlists, {"run_dir": run_dir}),
+                     "--bundles", f"{run['name']}={out / 'model'}", "--baselines", "none", "--unimodal", "false",
+                     "--device", device, "--num_beams", str(gen.get("num_beams", 16)),
+                     "--batch_size", str(gen.get("batch_size", 16)), "--save_generations", "true",
+                     "--rankings", "match", "beams", "--out_dir", str(out / f"t2mr_{set_name}")])
+    return cmds
+
+
+def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
+    out = Path(args.out_dir) / run["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0, times = time.time(), {}
+    with open(out / "log.txt", "a") as log:
+        for i, cmd in enumerate(commands(plan, run, out, args.device)):
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            if args.dry_run:
+                print(" ".join(cmd))
+                continue
+            start = time.time()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            times["sft_seconds" if i == 0 else f"generate_{i}_seconds"] = round(time.time() - start, 1)
+            if proc.returncode != 0:
+                return {"name": run["name"], "failed": " ".join(cmd[:4]), "returncode": proc.returncode, **times}
+    result = {"name": run["name"], "seconds": round(time.time() - t0, 1), **times,
+              "options": run_options(plan, run)}
+    if not args.dry_run:
+        state = out / "model" / "trainer_state.json"
+        if state.exists():
+            logs = json.loads(state.read_text()).get("log_history", [])
+            result["loss"] = [(x["step"], round(x["loss"], 4)) for x in logs if "loss" in x]
+        if not args.keep_models:
+            shutil.rmtree(out / "model", ignore_errors=True)
+        done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def selection_score(t2mr_json: Path) -> float:
+    """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams)."""
+    systems = json.loads(t2mr_json.read_text())["systems"]
+    values = [s.get("P@10 unseen") if s.get("P@10 unseen") is not None else s["metrics"]["P@10"]
+              for s in systems.values()]
+    return max(values)
+
+
+def select_best(select: dict) -> dict:
+    """Score every finished run of the validation plan on its set -> the best run's name, options and scores."""
+    val_plan = yaml.safe_load(Path(select["plan"]).read_text())
+    scores = {}
+    for run in val_plan["runs"]:
+        gen = Path(select["from"]) / run["name"] / f"t2mr_{select['set']}" / f"generations_{run['name']}.json"
+        if not gen.exists():
+            continue
+        run_dir = run.get("run_dir", val_plan.get("run_dir"))
+        out = gen.parent / "selection"
+        subprocess.run([sys.executable, "-m", "eval.t2mr", "--run_dir", run_dir, "--playlists",
+                        _fill(val_plan["sets"][select["set"]], {"run_dir": run_dir}),
+                        "--generations", f"{run['name']}={gen}", "--baselines", "none", "--unimodal", "false",
+                        "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4",
+                        "--out_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
+        scores[run["name"]] = selection_score(out / "t2mr.json")
+    if not scores:
+        raise RuntimeError(f"select: no finished run in {select['from']}")
+    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))  # ties: the earlier (simpler) run
+    run = next(r for r in val_plan["runs"] if r["name"] == best)
+    return {"best": best, "args": run.get("args", {}), "scores": scores}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_config(ExperimentArguments, argv)
+    plan = yaml.safe_load(Path(args.plan).read_text())
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if plan.get("select"):
+        chosen = select_best(plan["select"])
+        (Path(args.out_dir) / "selection.json").write_text(json.dumps(chosen, indent=1))
+        print(json.dumps(chosen), flush=True)
+        plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
+                        for r in plan["runs"]]
+    runs = [r for r in plan["runs"] if not args.runs or r["name"] in args.runs]
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for result in pool.map(lambda r: run_one(plan, r, args), runs):
+            print(json.dumps({k: v for k, v in result.items() if k != "loss"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

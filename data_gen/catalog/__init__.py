@@ -1,0 +1,1 @@
+"""Stage 1a: the catalog format and validation, sources, ingestion, playlists and the train/eval splits."""

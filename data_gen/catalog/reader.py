@@ -1,0 +1,484 @@
+"""The catalog format: a parquet, JSONL or CSV file, one record per track -> validated, normalised records.
+
+Only `track_id` is required; a missing field makes its modality absent for that track. Fields: title, artist, album
+(BM), artist_roles (AC), tags (ST), audio_features or audio_path (SC), tempo, key, mode (MC), release_date (RI),
+song_facts (SF), artist_bio (AB); `genre` is an evaluation label only; TC comes from a playlists file.
+Types and accepted values: docs/catalog_format.md. Bad rows raise `RowError` naming file, row and field.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TEXT_FIELDS = ("title", "artist", "album", "artist_roles", "audio_path", "song_facts", "artist_bio", "genre")
+CATALOG_FIELDS = (
+    "track_id", "title", "artist", "album", "artist_roles", "tags", "audio_features", "audio_path",
+    "tempo", "key", "mode", "release_date", "song_facts", "artist_bio", "genre",
+)
+CATALOG_SCHEMA = pa.schema([
+    ("track_id", pa.string()),
+    ("title", pa.string()),
+    ("artist", pa.string()),
+    ("album", pa.string()),
+    ("artist_roles", pa.string()),
+    ("tags", pa.list_(pa.string())),
+    ("audio_features", pa.list_(pa.float32())),
+    ("audio_path", pa.string()),
+    ("tempo", pa.float64()),
+    ("key", pa.int8()),
+    ("mode", pa.int8()),
+    ("release_date", pa.string()),
+    ("song_facts", pa.string()),
+    ("artist_bio", pa.string()),
+    ("genre", pa.string()),
+])
+TEMPO_VALID = (0.0, 1000.0)  # exclusive low, inclusive high: physically plausible BPM
+YEAR_VALID = (1000, 2100)
+
+_PITCH = {"C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4, "F": 5, "E#": 5,
+          "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11}
+_MODE = {"major": 1, "maj": 1, "1": 1, "minor": 0, "min": 0, "m": 0, "0": 0}
+
+
+class CatalogError(Exception):
+    """A whole-file problem (missing file, empty file, unknown format): always fatal."""
+
+
+class RowError(Exception):
+    """A bad value in one row; names the file, the 1-based row number, and the field."""
+
+    def __init__(self, file: str, row: int, field: str, reason: str, value: Any = None):
+        self.file, self.row, self.field, self.reason, self.value = str(file), row, field, reason, value
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        super().__init__(f"{file}: row {row}: field '{field}': {reason} (value: {shown})")
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "row": self.row, "field": self.field, "reason": self.reason,
+                "value": _jsonable(self.value)}
+
+
+def _jsonable(value: Any) -> Any:
+    """A value that json can write to a UTF-8 file: undecodable bytes are shown as \\xNN escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _has_bad_bytes(text: str) -> bool:
+    # Files are decoded with surrogateescape: undecodable bytes survive as lone surrogates U+DC80..U+DCFF.
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Field parsers: raw value (from CSV strings, JSON values or Arrow scalars) -> normalised value or None (missing).
+# Each raises ValueError with a short reason; normalize_record turns that into a RowError.
+# ----------------------------------------------------------------------------------------------------------------
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def parse_text(value: Any) -> str | None:
+    if _is_missing(value):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    if _has_bad_bytes(value):
+        raise ValueError("invalid UTF-8 bytes (broken encoding)")
+    return value.strip()
+
+
+def parse_tags(value: Any) -> list[str] | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not a JSON list ({err.msg})") from None
+        else:
+            value = value.split(";")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise ValueError("expected a list of strings or a ';'-separated string")
+    tags = [t.strip() for t in value if t.strip()]
+    if any(_has_bad_bytes(t) for t in tags):
+        raise ValueError("invalid UTF-8 bytes (broken encoding)")
+    return tags or None
+
+
+def parse_vector(value: Any) -> list[float] | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [float(x) for x in text.split(";")]
+        except ValueError:
+            raise ValueError("expected numbers separated by ';' or a JSON array") from None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("expected a non-empty list of numbers")
+    out = []
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ValueError(f"expected numbers, found {type(x).__name__}")
+        if not math.isfinite(x):
+            raise ValueError("contains NaN or infinity")
+        out.append(float(x))
+    return out
+
+
+def parse_tempo(value: Any) -> float | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got bool")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError("not a number") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError("NaN or infinite tempo")
+    lo, hi = TEMPO_VALID
+    if not lo < value <= hi:
+        raise ValueError(f"tempo out of range ({lo:g}, {hi:g}] BPM")
+    return float(value)
+
+
+def parse_key(value: Any) -> tuple[int | None, int | None]:
+    """Key -> (pitch class 0-11 or None, mode from the name or None). Accepts ints and names like 'Db minor'."""
+    if _is_missing(value):
+        return None, None
+    if isinstance(value, bool):
+        raise ValueError("expected a pitch class or key name, got bool")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if not 0 <= value <= 11:
+            raise ValueError("pitch class must be 0-11")
+        return value, None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a pitch class or key name, got {type(value).__name__}")
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return parse_key(int(text))
+    parts = text.replace("-", " ").split()
+    pitch = _PITCH.get(parts[0].upper().replace("♯", "#").replace("♭", "B"))
+    if pitch is None:
+        raise ValueError("unknown key name")
+    mode = None
+    if len(parts) > 1:
+        mode = _MODE.get(parts[1].lower())
+        if mode is None or len(parts) > 2:
+            raise ValueError("unknown key name")
+    return pitch, mode
+
+
+def parse_mode(value: Any) -> int | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected 0/1 or major/minor, got bool")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    mode = _MODE.get(str(value).strip().lower())
+    if mode is None:
+        raise ValueError("expected 0/1 or major/minor")
+    return mode
+
+
+def parse_release_date(value: Any) -> str | None:
+    """'YYYY', 'YYYY-MM' or 'YYYY-MM-DD' (a real calendar date) -> the same string, validated."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date string, got {type(value).__name__}")
+    text = value.strip()
+    parts = text.split("-")
+    try:
+        if len(parts) == 1 and len(parts[0]) == 4:
+            year = int(parts[0])
+            _dt.date(year, 1, 1)
+        elif len(parts) == 2 and len(parts[0]) == 4:
+            year = int(parts[0])
+            _dt.date(year, int(parts[1]), 1)
+        elif len(parts) == 3 and len(parts[0]) == 4:
+            year = int(parts[0])
+            _dt.date(year, int(parts[1]), int(parts[2]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError("unparseable date (expected YYYY, YYYY-MM or YYYY-MM-DD)") from None
+    if not YEAR_VALID[0] <= year <= YEAR_VALID[1]:
+        raise ValueError(f"year outside {YEAR_VALID[0]}-{YEAR_VALID[1]}")
+    return text
+
+
+def normalize_record(raw: dict, file: str, row: int) -> dict:
+    """Raw record (CSV strings, JSON values or Arrow values) -> record with CATALOG_SCHEMA types.
+
+    Raises RowError naming the first bad field. Unknown keys are ignored by the caller's report, not here.
+    """
+    track_id = raw.get("track_id")
+    if isinstance(track_id, int) and not isinstance(track_id, bool):
+        track_id = str(track_id)
+    if _is_missing(track_id):
+        raise RowError(file, row, "track_id", "missing track_id", track_id)
+    if not isinstance(track_id, str):
+        raise RowError(file, row, "track_id", f"expected a string, got {type(track_id).__name__}", track_id)
+    if _has_bad_bytes(track_id):
+        raise RowError(file, row, "track_id", "invalid UTF-8 bytes (broken encoding)", track_id)
+    rec: dict[str, Any] = {"track_id": track_id.strip()}
+
+    def run(name: str, parser):
+        try:
+            return parser(raw.get(name))
+        except ValueError as err:
+            raise RowError(file, row, name, str(err), raw.get(name)) from None
+
+    for name in TEXT_FIELDS:
+        rec[name] = run(name, parse_text)
+    rec["tags"] = run("tags", parse_tags)
+    rec["audio_features"] = run("audio_features", parse_vector)
+    rec["tempo"] = run("tempo", parse_tempo)
+    pitch, key_mode = run("key", parse_key)
+    mode = run("mode", parse_mode)
+    if key_mode is not None and mode is not None and key_mode != mode:
+        raise RowError(file, row, "mode", "mode contradicts the mode in the key name", raw.get("mode"))
+    rec["key"], rec["mode"] = pitch, mode if mode is not None else key_mode
+    rec["release_date"] = run("release_date", parse_release_date)
+    return rec
+
+
+def record_digest(rec: dict) -> str:
+    """Stable hash of a normalised record, used to tell identical duplicates from conflicting ones."""
+    return hashlib.sha1(json.dumps(rec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Readers: a catalog file -> (row number, raw dict) pairs, streaming.
+# ----------------------------------------------------------------------------------------------------------------
+
+def detect_format(path: Path) -> str:
+    suffixes = "".join(path.suffixes).lower()
+    for fmt, ends in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".json", ".ndjson")),
+                      ("csv", (".csv", ".tsv"))):
+        if suffixes.endswith(ends):
+            return fmt
+    raise CatalogError(f"{path}: unknown catalog format (expected .parquet, .jsonl or .csv)")
+
+
+def iter_raw_records(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict | RowError]]:
+    """Yield (1-based row number, raw dict) for each record; a row that cannot even be parsed yields a RowError."""
+    path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise CatalogError(f"{path}: file is empty")
+    fmt = fmt or detect_format(path)
+    if fmt == "parquet":
+        pf = pq.ParquetFile(path)
+        row = 0
+        for batch in pf.iter_batches(batch_size=8192):
+            for rec in batch.to_pylist():
+                row += 1
+                yield row, rec
+    elif fmt == "jsonl":
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            for row, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    yield row, RowError(path, row, "<line>", f"invalid JSON ({err.msg})", line.strip())
+                    continue
+                if not isinstance(rec, dict):
+                    yield row, RowError(path, row, "<line>", "expected a JSON object", rec)
+                    continue
+                yield row, rec
+    elif fmt == "csv":
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            if reader.fieldnames is None:
+                raise CatalogError(f"{path}: file is empty")
+            for row, rec in enumerate(reader, start=1):
+                if None in rec:  # more cells than header columns
+                    yield row, RowError(path, row, "<row>", "more cells than header columns", rec.pop(None))
+                    continue
+                yield row, rec
+    else:
+        raise CatalogError(f"{path}: unknown format {fmt!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ingestion: raw records -> catalog.parquet + rejected.jsonl + report (counts reconcile: read = kept + merged + rejected)
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class IngestReport:
+    """Counts of one ingestion; `read == kept + duplicates_merged + rejected` always holds."""
+
+    source: str
+    read: int = 0
+    kept: int = 0
+    duplicates_merged: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict = field(default_factory=dict)
+    ignored_columns: list = field(default_factory=list)
+    audio_feature_dim: int | None = None
+
+    def check(self) -> None:
+        if self.read != self.kept + self.duplicates_merged + self.rejected:
+            raise AssertionError(f"counts do not reconcile: {asdict(self)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class CatalogWriter:
+    """Streams normalised records into a parquet file in row groups."""
+
+    def __init__(self, path: str | Path, batch_rows: int = 8192):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_suffix(".parquet.tmp")
+        self._writer = pq.ParquetWriter(self._tmp, CATALOG_SCHEMA)
+        self._buf: list[dict] = []
+        self.batch_rows = batch_rows
+
+    def write(self, rec: dict) -> None:
+        self._buf.append(rec)
+        if len(self._buf) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._writer.write_table(pa.Table.from_pylist(self._buf, schema=CATALOG_SCHEMA))
+            self._buf = []
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+        self._tmp.replace(self.path)  # atomic: a crashed ingestion never leaves a half-written catalog
+
+
+def ingest_records(
+    records: Iterable[tuple[int, dict | RowError]],
+    file: str,
+    out_path: str | Path,
+    rejected_path: str | Path,
+    on_error: str = "fail",
+    known_columns: Iterable[str] = CATALOG_FIELDS,
+) -> IngestReport:
+    """Validate and deduplicate raw records, write catalog.parquet and rejected.jsonl, return the report.
+
+    on_error="fail" raises the first RowError; "skip" writes the row to rejected.jsonl and goes on.
+    Duplicate track_ids with identical normalised data are merged (counted); conflicting ones are errors.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    report = IngestReport(source=str(file))
+    known = set(known_columns)
+    ignored: set[str] = set()
+    seen: dict[str, tuple[int, str]] = {}  # track_id -> (row, digest)
+    feature_dim: int | None = None
+    writer = CatalogWriter(out_path)
+    Path(rejected_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(rejected_path, "w", encoding="utf-8") as rej:
+            for row, raw in records:
+                report.read += 1
+                try:
+                    if isinstance(raw, RowError):
+                        raise raw
+                    ignored.update(k for k in raw if k not in known)
+                    rec = normalize_record(raw, file, row)
+                    if rec["audio_features"] is not None:
+                        if feature_dim is None:
+                            feature_dim = len(rec["audio_features"])
+                        elif len(rec["audio_features"]) != feature_dim:
+                            raise RowError(file, row, "audio_features",
+                                           f"length {len(rec['audio_features'])} differs from the catalog's "
+                                           f"{feature_dim}", len(rec["audio_features"]))
+                    digest = record_digest(rec)
+                    if rec["track_id"] in seen:
+                        first_row, first_digest = seen[rec["track_id"]]
+                        if first_digest == digest:
+                            report.duplicates_merged += 1
+                            continue
+                        raise RowError(file, row, "track_id",
+                                       f"duplicate track_id with data that conflicts with row {first_row}",
+                                       rec["track_id"])
+                    seen[rec["track_id"]] = (row, digest)
+                    writer.write(rec)
+                    report.kept += 1
+                except RowError as err:
+                    if on_error == "fail":
+                        raise
+                    report.rejected += 1
+                    report.rejected_by_reason[err.reason] = report.rejected_by_reason.get(err.reason, 0) + 1
+                    raw_json = {k: _jsonable(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+                    rej.write(json.dumps({**err.to_json(), "record": raw_json}, ensure_ascii=False,
+                                         default=str) + "\n")
+                    print(f"rejected: {err}", file=sys.stderr)
+    except BaseException:
+        writer._writer.close()
+        writer._tmp.unlink(missing_ok=True)
+        raise
+    if report.kept == 0:
+        writer._writer.close()
+        writer._tmp.unlink(missing_ok=True)
+        raise CatalogError(f"{file}: no valid records ({report.read} read, {report.rejected} rejected)")
+    writer.close()
+    report.ignored_columns = sorted(ignored)
+    report.audio_feature_dim = feature_dim
+    report.check()
+    return report
+
+
+def read_catalog(path: str | Path, columns: list[str] | None = None, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    """Stream an ingested catalog.parquet in record batches (only the requested columns)."""
+    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def catalog_track_ids(path: str | Path) -> list[str]:
+    """The track_id column of an ingested catalog, in file order (this order is the row order of embeddings)."""
+    return pq.read_table(path, columns=["track_id"]).column("track_id").to_pylist()
+
+
+def rejected_counter(path: str | Path) -> Counter:
+    """Count rejected rows by field (for reports and tests)."""
+    with open(path, encoding="utf-8") as fh:
+        return Counter(json.loads(line)["field"] for line in fh if line.strip())

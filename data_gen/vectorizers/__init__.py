@@ -1,1 +1,0 @@
-"""Per-modality vectorizers (3MToken Appendix A): one class per modality kind."""

@@ -1,0 +1,1 @@
+"""Stage 6: answering requests: constrained decoding, hierarchical matching, retrieval, the bundle, the recommender."""

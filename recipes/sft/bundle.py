@@ -1,0 +1,61 @@
+"""The inference bundle, written next to a trained 3MTokenRec model: everything retrieval needs besides the model.
+
+    music3m/token_db.parquet, token_db.json, vocabulary.txt     the token database (track_id -> codes)
+    music3m/tokenizer/...                                        the music tokenizer (to encode new tracks)
+    music3m/bundle.json                                          system prompt, modality order/levels, counts
+    music3m/train_requests.txt                                   the SFT requests, normalised (seen vs unseen)
+Read back by inference.bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizer_ext.token_db import DB_FILE, META_FILE, TokenDB
+from tokenizer_ext.tokens import GROUP_NAMES
+
+BUNDLE_DIR = "music3m"
+TRAIN_REQUESTS = "train_requests.txt"
+_TOKENIZER_FILES_SKIP = {DB_FILE, META_FILE, "vocabulary.txt"}
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalize_request(text: str) -> str:
+    """Lower case, words only: 'Hard Rock!!' and 'hard  rock' are the same request."""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+def read_train_requests(bundle_dir: str | Path) -> set[str] | None:
+    """The normalised SFT requests saved with a bundle, or None for a bundle saved without them."""
+    path = Path(bundle_dir) / BUNDLE_DIR / TRAIN_REQUESTS
+    return set(path.read_text(encoding="utf-8").splitlines()) if path.exists() else None
+
+
+def save_bundle_extras(output_dir: str | Path, token_db_dir: str | Path, system_prompt: str,
+                       train_requests: Iterable[str] | None = None, **info) -> Path:
+    """Copy the token database and the music tokenizer into output_dir/music3m, write bundle.json and the
+    normalised training requests."""
+    out = Path(output_dir) / BUNDLE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(token_db_dir)
+    for name in (DB_FILE, META_FILE, "vocabulary.txt"):
+        shutil.copy2(src / name, out / name)
+    if (src / "tokenizer.json").exists():  # a trained music tokenizer lives in the same directory
+        dst = out / "tokenizer"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n in _TOKENIZER_FILES_SKIP
+                                                           or n == "eval"])
+    db = TokenDB.load(out)
+    bundle = {"format": 1, "system_prompt": system_prompt, "modalities": list(db.modalities),
+              "registry_order": list(GROUP_NAMES),  # joint groups (SH, MJ, FU) first, then modalities
+              "levels": {m: len(s) for m, s in db.codebook_sizes.items()}, "tokenizer": db.tokenizer,
+              "token_db_dir": str(token_db_dir), **info}
+    if train_requests is not None:
+        texts = sorted({normalize_request(t) for t in train_requests})
+        (out / TRAIN_REQUESTS).write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
+    (out / "bundle.json").write_text(json.dumps(bundle, indent=2, default=str) + "\n")
+    return out

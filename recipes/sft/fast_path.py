@@ -1,0 +1,238 @@
+"""SFT fast path (the recipe's `fast_path: true`): tokenized chat examples -> packed rows, trained with the same loss.
+
+    PackedCollator      B examples -> one unpadded row [1, T], positions restarting per example, cu_seq_lens
+    varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
+    FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
+                        normalisation, no host sync per step
+    prepare_fast_model  switches the attention, optional Liger kernels and per-layer torch.compile
+Examples per optimizer step, sampler order and learning-rate schedule are those of the stock path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+
+from recipes.sft.data import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+ATTN_IMPLEMENTATION = "sft_varlen"
+
+
+class PackedCollator:
+    """[{input_ids, labels}] * B -> one packed row; labels may be replaced by completion_mask (1 = answer token)."""
+
+    def __init__(self, max_length_multiple: int = 64):
+        self.max_length_multiple = max_length_multiple  # few distinct max_length values: few recompiles
+
+    def __call__(self, features: list[dict]) -> dict:
+        ids, positions, labels, shift, cu = [], [], [], [], [0]
+        for f in features:
+            x = list(f["input_ids"])
+            y = list(f["labels"]) if "labels" in f else \
+                [t if m else IGNORE_INDEX for t, m in zip(x, f["completion_mask"])]
+            ids += x
+            positions += range(len(x))
+            labels += y
+            shift += y[1:] + [IGNORE_INDEX]  # the next token of the same example; none after its last token
+            cu.append(cu[-1] + len(x))
+        shift_labels = torch.tensor(shift)
+        longest = max(b - a for a, b in zip(cu[:-1], cu[1:]))
+        m = self.max_length_multiple
+        return {
+            "input_ids": torch.tensor(ids)[None],                                  # [1, T]
+            "position_ids": torch.tensor(positions)[None],                         # [1, T] 0.. per example
+            "labels": torch.tensor(labels)[None],                                  # [1, T] unshifted (for counts)
+            "shift_labels": shift_labels[None],                                    # [1, T] target of position t
+            "answer_positions": torch.nonzero(shift_labels != IGNORE_INDEX).squeeze(1),  # [N] rows for the head
+            "cu_seq_lens": torch.tensor(cu, dtype=torch.int32),                    # [B + 1]
+            "max_length": -(-longest // m) * m,
+        }
+
+
+def _varlen_kwargs() -> tuple[object | None, dict, bool, bool]:
+    """-> (varlen_attn or None, causal kwargs, takes enable_gqa, takes scale); its signature changed across torch
+    releases (2.10: is_causal; later: window_size, enable_gqa, scale)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, {}, False, False
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
+
+
+_VARLEN_ATTN, _VARLEN_CAUSAL, _VARLEN_GQA, _VARLEN_SCALE = _varlen_kwargs()
+
+
+def dense_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
+                             scale: float) -> torch.Tensor:
+    """Reference: q [T, H, D], k/v [T, Hkv, D] -> [T, H, D], causal within each example of cu_seq_lens."""
+    total = q.shape[0]
+    doc = torch.repeat_interleave(torch.arange(len(cu_seq_lens) - 1, device=q.device),
+                                  (cu_seq_lens[1:] - cu_seq_lens[:-1]).long(), output_size=total)
+    pos = torch.arange(total, device=q.device)
+    mask = (doc[:, None] == doc[None, :]) & (pos[:, None] >= pos[None, :])  # [T, T] block-diagonal causal
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # GQA: kv head j serves q heads j*rep..
+    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                                         attn_mask=mask, scale=scale)
+    return out.transpose(0, 1)
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                     cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """transformers attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None)."""
+    if cu_seq_lens_q is None:
+        raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' needs cu_seq_lens_q (use PackedCollator)")
+    if query.shape[0] != 1:
+        raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' expects one packed row, got batch {query.shape[0]}")
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    q = query[0].transpose(0, 1).contiguous()                                 # [T, H, D]
+    k = key[0].transpose(0, 1).contiguous()                                   # [T, Hkv, D]
+    v = value[0].transpose(0, 1).contiguous()
+    if q.is_cuda and _VARLEN_ATTN is not None:
+        kw = dict(_VARLEN_CAUSAL)
+        if _VARLEN_SCALE:
+            kw["scale"] = scale
+        elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
+            raise ValueError("this torch release's varlen_attn has no scale argument; the model needs one")
+        if k.shape[1] != q.shape[1]:
+            if _VARLEN_GQA:
+                kw["enable_gqa"] = True
+            else:
+                rep = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, **kw)
+    else:
+        out = dense_document_attention(q, k, v, cu_seq_lens_q, scale)
+    return out.unsqueeze(0), None
+
+
+def register_varlen_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, varlen_attention)
+
+
+def decoder_layers(model) -> list:
+    return list(model.get_decoder().layers)
+
+
+def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False) -> dict:
+    """Switch `model` to the packed varlen attention; optional Liger kernels and per-layer compile -> what was done."""
+    register_varlen_attention()
+    model.config._attn_implementation = ATTN_IMPLEMENTATION
+    done = {"attention": ATTN_IMPLEMENTATION, "varlen_kernel": _VARLEN_ATTN is not None, "liger": False,
+            "compiled_layers": 0}
+    if liger:
+        try:
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+            _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
+                                            cross_entropy=False, fused_linear_cross_entropy=False)
+            done["liger"] = True
+        except Exception as e:  # liger-kernel missing or not matching this transformers release
+            logger.warning("fast path: Liger kernels not applied (%s: %s)", type(e).__name__, e)
+    if compile_layers:
+        import torch._dynamo
+
+        # one compiled graph serves all layers; the lengths change every step (automatic dynamic shapes after one)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        for layer in decoder_layers(model):
+            layer.compile()
+        done["compiled_layers"] = len(decoder_layers(model))
+    logger.info("fast path: %s", done)
+    return done
+
+
+class _HiddenPassthrough(torch.nn.Module):
+    """Stands in for the LM head during one forward: the model returns the decoder's hidden states as `logits`."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+@contextlib.contextmanager
+def deferred_head(model):
+    """Within the block, `model`'s output embedding (LM head) is a passthrough -> yields the real head. The head's
+    weight (tied or not) stays a parameter of the model: the caller applies it in the loss."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_HiddenPassthrough())
+    try:
+        yield head
+    finally:
+        model.set_output_embeddings(head)
+
+
+def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_i CE(hidden_i @ weight.T, targets_i): hidden [N, d], weight [V, d], targets [N]. On CUDA one fused kernel
+    (Liger's fused linear cross-entropy: chunked, the logits never stored, gradients in float32); elsewhere the
+    same sum through full float32 logits."""
+    if hidden.is_cuda:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)(weight, hidden, targets)
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
+
+
+def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool = False,
+                     unwrapped=None) -> tuple[torch.Tensor, object]:
+    """Packed batch (PackedCollator) -> (sum of answer-token cross-entropy / answer tokens, model outputs).
+
+    The LM head runs on the N answer positions only: logits [N, V] instead of [T, V]. The denominator is
+    num_items_in_batch when the Trainer counted the answer tokens of the whole accumulated batch, as the stock loss.
+    fused_ce: the forward stops at the hidden states of the answer positions (`unwrapped`, the model without its
+    DDP/accelerate wrapper, gets a passthrough head for the call) and linear_cross_entropy_sum applies the head;
+    outputs.logits then holds those hidden states [1, N, d]."""
+    positions = batch["answer_positions"]                                      # [N]
+    targets = batch["shift_labels"][0, positions]                              # [N]
+    cu, longest = batch["cu_seq_lens"], batch["max_length"]
+    kwargs = dict(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                  logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                  max_length_k=longest)
+    if fused_ce:
+        with deferred_head(unwrapped if unwrapped is not None else model) as head:
+            if getattr(head, "bias", None) is not None:
+                raise ValueError("fused cross-entropy: LM heads with a bias are not supported")
+            outputs = model(**kwargs)                                          # logits = hidden states [1, N, d]
+        loss = linear_cross_entropy_sum(outputs.logits[0], head.weight, targets)
+    else:
+        outputs = model(**kwargs)
+        loss = F.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")  # logits [N, V]
+    return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)), outputs
+
+
+class FastSFTTrainer(SFTTrainer):
+    """SFTTrainer on packed rows: LM head + cross-entropy on the answer positions only, no per-step host sync."""
+
+    def __init__(self, *args, data_collator=None, fused_ce: bool = False, **kwargs):
+        super().__init__(*args, data_collator=data_collator or PackedCollator(), **kwargs)
+        self.fused_ce = fused_ce
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if fused_ce and plugin is not None and plugin.zero_stage == 3:
+            raise ValueError("fast_path_fused_ce does not work with DeepSpeed ZeRO-3: the LM head's weight is "
+                             "partitioned outside the head's own forward; use ZeRO-2 or DDP, or fast_path_fused_ce: "
+                             "false")
+        if self.args.logging_nan_inf_filter:
+            # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
+            # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs
+            logger.info("fast path: logging_nan_inf_filter off (it syncs with the GPU every step)")
+            self.args.logging_nan_inf_filter = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        fused = self.fused_ce and model.training
+        loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, fused_ce=fused,
+                                         unwrapped=self.accelerator.unwrap_model(model) if fused else None)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; the token count was global
+        if model.training and hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens += inputs["input_ids"].numel()  # a shape: no sync
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss

