@@ -70,13 +70,13 @@ spotify_bench: venv
 	$(BIN)/python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
 		--baselines bm25 dense artist_track_name --merge $$(ls runs/spotify_bench/t2mr/*/t2mr.json | grep -v /all/) --out_dir runs/spotify_bench/t2mr/all
 
-# T2MR experiments on Spotify Songs (docs/retrieval.md): the CPU side builds the evaluation run (features, K-means /
-# RQ-KMeans / FusID tokenizers), the validation run and the request files; the GPU side trains the RQ-VAE tokenizers
-# and runs the validation ablation, then the final runs with the settings chosen on validation; the report scores
+# T2MR experiments on Spotify Songs (docs/retrieval.md): the CPU side builds the evaluation run (features, K-means and
+# RQ-KMeans tokenizers), the validation run and the request files; the GPU side trains the RQ-VAE (grouped) and FusID
+# tokenizers and runs the validation ablation, then the final runs with the settings chosen on validation; the report scores
 # the saved generations (any machine).
 t2mr_data: venv
 	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
-		--methods kmeans,rqkmeans,fusid
+		--methods kmeans,rqkmeans
 	$(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv
 
 T2MR_PARALLEL ?= 5
@@ -84,6 +84,8 @@ t2mr_gpu: venv
 	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda \
 		--run_dir $$R --out_dir $$R/tokenizers/rqvae; done
+	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
+		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
 	$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
 		--out_dir runs/t2mr_val --parallel $(T2MR_PARALLEL)

@@ -33,7 +33,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from recipes.sft.configs import SFTScriptArguments
+from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
 from recipes.sft.trainer import build_trainer, load_model_and_data
 from recipes.sft.model_utils import load_tokenizer, random_init_causal_lm
 from tokenizer_ext.token_db import TokenDB
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     if DEVICE == "cuda":
         torch.cuda.set_device(LOCAL_RANK)  # before any model is built: each rank on its own GPU
     parser = TrlParser((BenchArguments, SFTScriptArguments, SFTConfig, ModelConfig),
-                       description=" ".join(__doc__.split("\n\n")[0].split()))
+                       description=" ".join(__doc__.split("\n\n")[0].split()), epilog=CONFIG_EPILOG)
     args, script_args, training_args, model_args = parser.parse_args_and_config(
         args=argv + ["--output_dir", tempfile.mkdtemp(), "--save_strategy", "no", "--logging_steps", "1000000",
                      "--report_to", "none", "--disable_tqdm", "true"])

@@ -17,7 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from recipes.sft.bundle import save_bundle_extras
-from recipes.sft.configs import SFTScriptArguments
+from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
 from recipes.sft.trainer import build_trainer, load_model_and_data
 
 logger = logging.getLogger(__name__)
@@ -59,5 +59,5 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
 
 if __name__ == "__main__":
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), epilog=CONFIG_EPILOG)
     main(*parser.parse_args_and_config())

@@ -48,3 +48,7 @@ class SFTScriptArguments:
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})
+
+
+CONFIG_EPILOG = "--config FILE.yaml  options from a YAML recipe (keys = option names); the command line wins"
+
