@@ -31,8 +31,8 @@ import torch
 
 from common.config import parse_config
 from common.registry import MODALITIES
-from tokenizer_ext.quantizers.rqvae_model import RQVAE
 from tokenizer_ext.quantizers.rqvae_grouped import GroupTrainer  # the fast path under test
+from tokenizer_ext.quantizers.rqvae_model import RQVAE
 
 
 def paper_modalities() -> list[tuple[str, int]]:

@@ -34,8 +34,8 @@ from transformers import TrainerCallback, set_seed
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
-from recipes.sft.trainer import build_trainer, load_model_and_data
 from recipes.sft.model_utils import load_tokenizer, random_init_causal_lm
+from recipes.sft.trainer import build_trainer, load_model_and_data
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.vocab import extend_model_vocabulary
 
@@ -251,7 +251,7 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
 
     def recorded_step(model, inputs, *a, **k):
         loss = step(model, inputs, *a, **k)
-        recorder(inputs, loss)
+        recorder(inputs, loss)  # noqa: F821 (bound in the enclosing function; deleted only after training)
         return loss
 
     trainer.training_step = recorded_step

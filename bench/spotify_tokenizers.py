@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import parse_config
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 from data_gen.catalog.playlists import split_playlists, write_playlists
 from data_gen.catalog.sources.spotify import load_spotify
-from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
+from data_gen.vectorize.run import VectorizeConfig
+from data_gen.vectorize.run import run as vectorize_run
 from eval import cbr, id_quality, plots, reconstruction
 from eval.common import fmt
 
@@ -181,7 +183,8 @@ def run(cfg: SpotifyTokenizerBenchmark) -> Path:
                                       tc_exclude_playlists=str(splits / "playlists_eval.txt")))
 
     # 3. tokenizers, each from its paper recipe
-    from tokenizer_ext.train import TrainConfig, run as train_run, summary_table
+    from tokenizer_ext.train import TrainConfig, summary_table
+    from tokenizer_ext.train import run as train_run
 
     report = [f"# Spotify Songs tokenizer benchmark\n\nCSV: `{cfg.csv}`; playlists split by id (seed "
               f"{cfg.split_seed}): {len(train_ids)} train / {len(eval_ids)} eval. ST tags and TC come from the "

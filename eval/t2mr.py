@@ -41,6 +41,9 @@ class T2MRConfig:
         "help": "write each bundle's beams to OUT_DIR/generations_NAME.json (score them later with --generations)"})
     relevance: str | None = field(default=None, metadata={
         "help": "modality-relevance model dir, or a relevance_scores.json written by an earlier run"})
+    modality_prior: str | None = field(default=None, metadata={
+        "help": "weights (LABEL:BM=1,... or a --tune_weights JSON) that multiply the relevance model's scores in "
+                "modality selection: w_m = prior_m x relevance_m"})
     weights: list[str] = field(default_factory=list, metadata={
         "help": "extra fixed modality weights per system, LABEL:BM=1,ST=0,... (or a weights JSON from --tune_weights)"})
     tune_weights: bool = field(default=False, metadata={
@@ -202,7 +205,11 @@ def run(cfg: T2MRConfig) -> dict:
 
         variants: dict[str, list] = {}
         if relevance is not None:
-            variants[gs.name] = [modality_weights(s, mods) for s in relevance.predict(queries)]
+            selected = [modality_weights(s, mods) for s in relevance.predict(queries)]
+            if cfg.modality_prior:
+                _, prior = parse_weights(cfg.modality_prior, mods)
+                selected = [{m: prior[m] * w[m] for m in mods} for w in selected]
+            variants[gs.name] = selected
         variants[f"{gs.name} w/o modality selection"] = [None] * len(queries)
         for spec in cfg.weights:
             label, w = parse_weights(spec, mods)

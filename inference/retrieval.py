@@ -102,8 +102,12 @@ class Retriever:
         return self._exact.get(key)
 
     def retrieve(self, beams: Sequence[Sequence[str]], beam_logprobs: Sequence[float] | None = None,
-                 weights: Mapping[str, float] | None = None, k: int = 10, ranking: str = "match") -> Retrieved:
-        """Token strings of one or several beams (best first) -> top-k tracks. Malformed beams are skipped."""
+                 weights: Mapping[str, float] | None = None, k: int = 10, ranking: str = "match",
+                 beam_temperature: float = 1.0) -> Retrieved:
+        """Token strings of one or several beams (best first) -> top-k tracks. Malformed beams are skipped.
+
+        Beams are merged with p_b = softmax(logprob_b / beam_temperature): 1 is the generation's own distribution,
+        larger values flatten it towards a vote of the beams (inf: every beam counts the same)."""
         if ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         parsed = [parse_sequence(b, self.db) for b in beams]
@@ -115,6 +119,7 @@ class Retriever:
             probs[0] = 1.0  # without probabilities only the best well-formed beam counts
         else:
             lp = np.asarray([beam_logprobs[i] for i in keep], dtype=np.float64)
+            lp = lp / beam_temperature if np.isfinite(beam_temperature) else np.zeros_like(lp)
             probs = np.exp(lp - lp.max())
             probs /= probs.sum()
         if len(keep) == 1 or np.count_nonzero(probs) == 1:

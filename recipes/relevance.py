@@ -102,6 +102,8 @@ class RelevanceConfig:
     lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate (encoder and head)"})
     seed: int = field(default=0, metadata={"help": "seed"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    max_train_rows: int | None = field(default=None, metadata={
+        "help": "train on a seeded sample of this many training rows (and test on as many held-out rows)"})
 
 
 def train(cfg: RelevanceConfig) -> dict:
@@ -109,6 +111,10 @@ def train(cfg: RelevanceConfig) -> dict:
     rows = read_dr(cfg.dr)
     train_rows = [r for r in rows if r.get("split", "train") == "train"]
     test_rows = [r for r in rows if r.get("split") == "test"]
+    if cfg.max_train_rows:
+        pick = np.random.default_rng(cfg.seed)
+        train_rows = [train_rows[i] for i in sorted(pick.permutation(len(train_rows))[:cfg.max_train_rows])]
+        test_rows = [test_rows[i] for i in sorted(pick.permutation(len(test_rows))[:cfg.max_train_rows])]
     if not train_rows or not test_rows:
         raise ValueError(f"{cfg.dr}: need both train and test rows (got {len(train_rows)} / {len(test_rows)})")
     model = RelevanceModel(cfg.encoder, device=cfg.device)

@@ -3,14 +3,14 @@
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
-from data_gen.vectorize.embeddings import EmbeddingStore
 from common.registry import MODALITY_NAMES
+from data_gen.vectorize.embeddings import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]

@@ -11,8 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from data_gen.catalog.reader import read_catalog
-from data_gen.synth.dqt import FACT_COLUMNS
-from data_gen.synth.track_facts import track_facts
+from data_gen.synth.track_facts import FACT_COLUMNS, track_facts
 from data_gen.synth.words import load_audio_scale, modality_phrases
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING, music_token

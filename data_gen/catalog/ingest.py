@@ -12,10 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.catalog.reader import CatalogError, RowError, catalog_track_ids, ingest_records, iter_raw_records
 from common.config import parse_config
 from common.manifest import write_manifest
 from data_gen.catalog.playlists import Playlist, read_id_list, read_playlists, write_playlists
+from data_gen.catalog.reader import CatalogError, RowError, catalog_track_ids, ingest_records, iter_raw_records
 
 
 @dataclass

@@ -37,12 +37,19 @@ from data_gen.synth.llm_client import (
 from data_gen.synth.llm_store import check_run_state, read_results, write_dataset
 from data_gen.synth.prompts import Prompt, load_prompt
 from data_gen.synth.query_templates import template_query
-from data_gen.synth.track_facts import INTENT_HELP, INTENTS, TrackFacts, describe, intent_for, stable_hash, track_facts
+from data_gen.synth.track_facts import (
+    FACT_COLUMNS,
+    INTENT_HELP,
+    INTENTS,
+    TrackFacts,
+    describe,
+    intent_for,
+    stable_hash,
+    track_facts,
+)
 from data_gen.synth.words import load_audio_scale
 
 DQT_COLUMNS = ("track_id", "query", "intent", "source", "model", "prompt_version", "seed", "split")
-FACT_COLUMNS = ["track_id", "title", "artist", "album", "artist_roles", "tags", "tempo", "key", "mode",
-                "release_date", "song_facts", "artist_bio"]
 # No maxLength: llama.cpp unrolls it into a deep grammar; max_tokens bounds the length instead.
 QUERY_SCHEMA = {"type": "object", "properties": {"query": {"type": "string", "minLength": 3}},
                 "required": ["query"], "additionalProperties": False}

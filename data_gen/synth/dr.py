@@ -50,7 +50,8 @@ class DrConfig(ClientConfig):
     """Generate D_r: 0-10 relevance of each modality for each D_qt request (3MTokenRec Sec. 3.1)."""
 
     run_dir: str = field(metadata={"help": "run directory (reads RUN_DIR/dqt/dqt.jsonl unless --dqt)"})
-    dqt: str | None = field(default=None, metadata={"help": "D_qt JSONL (default RUN_DIR/dqt/dqt.jsonl)"})
+    dqt: str | None = field(default=None, metadata={
+        "help": "D_qt JSONL (default RUN_DIR/dqt/dqt.jsonl); derived mode: several, comma-separated"})
     out_dir: str | None = field(default=None, metadata={"help": "output folder (default RUN_DIR/dr)"})
     max_queries: int | None = field(default=None, metadata={"help": "only the first N requests of D_qt"})
     prompt: str = field(default="modality_relevance_v1", metadata={
@@ -143,13 +144,12 @@ def run_derived(cfg: DrConfig) -> dict:
     import numpy as np
 
     from data_gen.catalog.reader import read_catalog
-    from data_gen.synth.dqt import FACT_COLUMNS
-    from data_gen.synth.track_facts import track_facts
+    from data_gen.synth.track_facts import FACT_COLUMNS, track_facts
     from data_gen.synth.words import ACTIVITIES, load_audio_scale, modality_phrases
 
-    dqt_path = Path(cfg.dqt or Path(cfg.run_dir) / "dqt" / "dqt.jsonl")
+    paths = [Path(p) for p in (cfg.dqt or str(Path(cfg.run_dir) / "dqt" / "dqt.jsonl")).split(",")]
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "dr")
-    dqt = [q for _, q in iter_jsonl(dqt_path, cfg.max_queries)]
+    dqt = [q for path in paths for _, q in iter_jsonl(path, cfg.max_queries)]
     catalog = Path(cfg.run_dir) / "catalog.parquet"
     audio = load_audio_scale(cfg.run_dir, catalog)
     wanted = {q["track_id"] for q in dqt}
@@ -197,7 +197,9 @@ def run_derived(cfg: DrConfig) -> dict:
               "by_split": dict(Counter(r["split"] for r in rows)),
               "mean_scores": {m: round(sum(r[m] for r in rows) / len(rows), 3) for m in MODALITY_NAMES} if rows else {},
               "distinct_score_vectors": len({tuple(r[m] for m in MODALITY_NAMES) for r in rows})}
-    write_manifest(out_dir / "dr_manifest.json", "dr", cfg, inputs={"dqt": dqt_path, "token_db": cfg.token_db_dir},
+    write_manifest(out_dir / "dr_manifest.json", "dr", cfg,
+                   inputs={**{f"dqt_{i}": p for i, p in enumerate(paths)},
+                           "token_db": Path(cfg.token_db_dir) / "token_db.parquet" if cfg.token_db_dir else None},
                    counts=counts, extra={"outputs": {"dataset": str(out_dir / "dr.jsonl")}})
     return {"counts": counts, "report": {}, "out_dir": str(out_dir)}
 

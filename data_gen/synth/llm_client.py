@@ -363,5 +363,6 @@ def run_generation_command(run: Callable[[object], dict], cfg: object) -> dict:
     except RuntimeError as err:  # EndpointDown, or an output folder of another run
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(format_report(result["report"]))
+    if result.get("report"):  # no report where no LLM was asked (playlists source, derived labels)
+        print(format_report(result["report"]))
     return result

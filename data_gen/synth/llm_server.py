@@ -136,7 +136,7 @@ class LocalLLMServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, detach: bool = False) -> "LocalLLMServer":
+    def start(self, detach: bool = False) -> LocalLLMServer:
         """Launch and wait until /v1/models answers; raises RuntimeError with the log tail if it does not."""
         if answers(self.base_url):
             raise RuntimeError(f"something already answers at {self.base_url}; stop it or pick another --port")
@@ -176,7 +176,7 @@ class LocalLLMServer:
         if self.pidfile.exists() and self.proc is not None and read_pid(self.pidfile) == self.proc.pid:
             self.pidfile.unlink()
 
-    def __enter__(self) -> "LocalLLMServer":
+    def __enter__(self) -> LocalLLMServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

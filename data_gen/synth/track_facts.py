@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+# Catalog columns a TrackFacts is made from.
+FACT_COLUMNS = ["track_id", "title", "artist", "album", "artist_roles", "tags", "tempo", "key", "mode",
+                "release_date", "song_facts", "artist_bio"]
 # Query intents (D_qt), in the order the generators cycle through them per query slot.
 INTENTS: tuple[str, ...] = ("artist", "genre", "era", "mood", "activity", "combination")
 INTENT_HELP: dict[str, str] = {

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from data_gen.catalog.playlists import Playlist, read_playlists
 from common.registry import TC_DIM
+from data_gen.catalog.playlists import Playlist, read_playlists
 from data_gen.vectorize.base import Vectorizer
 
 

@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from data_gen.catalog.reader import read_catalog
 from common.config import parse_config
-from data_gen.vectorize.embeddings import EMBEDDINGS_DIR
 from common.manifest import config_hash, file_sha256, write_manifest
-from data_gen.catalog.playlists import read_id_list
 from common.registry import MODALITIES, MODALITY_NAMES, get_modality, modality_index, parse_modalities
+from data_gen.catalog.playlists import read_id_list
+from data_gen.catalog.reader import read_catalog
 from data_gen.vectorize.base import Vectorizer
+from data_gen.vectorize.embeddings import EMBEDDINGS_DIR
 
 
 @dataclass

@@ -109,7 +109,11 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
             else:
                 rep = q.shape[1] // k.shape[1]
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, **kw)
+        dtype = q.dtype
+        if dtype not in (torch.float16, torch.bfloat16):  # float32 weights under bf16 autocast: the flash kernel
+            half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+            q, k, v = q.to(half), k.to(half), v.to(half)  # takes half precision only, as sdpa would under autocast
+        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, **kw).to(dtype)
     else:
         out = dense_document_attention(q, k, v, cu_seq_lens_q, scale)
     return out.unsqueeze(0), None

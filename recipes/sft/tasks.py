@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_gen.catalog.reader import read_catalog
-from data_gen.synth.dqt import FACT_COLUMNS
-from data_gen.synth.track_facts import stable_hash, track_facts
+from data_gen.synth.track_facts import FACT_COLUMNS, stable_hash, track_facts
 from data_gen.synth.words import describe_short, load_audio_scale, modality_phrases
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import BEGIN_TOKEN, END_TOKEN

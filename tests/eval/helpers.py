@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.catalog.playlists import Playlist, write_playlists
 from common.registry import MODALITY_NAMES
+from data_gen.catalog.playlists import Playlist, write_playlists
 from tokenizer_ext.token_db import TokenDB
 
 

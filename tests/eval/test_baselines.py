@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from eval.baselines import (ArtistTrackNameRetriever, BM25Retriever, DenseRetriever, parse_song_lines, track_text,
-                            tokenize)
+from eval.baselines import (
+    ArtistTrackNameRetriever,
+    BM25Retriever,
+    DenseRetriever,
+    parse_song_lines,
+    tokenize,
+    track_text,
+)
 
 CATALOG = [
     {"title": "Bohemian Rhapsody", "artist": "Queen", "album": "A Night at the Opera", "tags": ["rock"]},

@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 
+from data_gen.catalog.track_split import split_tracks
 from eval.common import load_test_split
 from eval.id_quality import IDQualityConfig, codebook_usage, id_quality, run
 from tests.eval.helpers import write_tokenizer_dir
-from data_gen.catalog.track_split import split_tracks
 from tokenizer_ext.token_db import TokenDB
 
 IDS = ["a", "b", "c", "d", "e"]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from eval.t2mr import T2MRConfig, load_queries, run
+from inference.bundle import load_bundle
 from inference.recommend import Recommender
 from inference.retrieval import parse_sequence
-from eval.t2mr import T2MRConfig, load_queries, run
-from tests.inference.test_decoding import _db, _word_tokenizer
-from inference.bundle import load_bundle
 from recipes.sft.bundle import save_bundle_extras
+from tests.inference.test_decoding import _db, _word_tokenizer
 
 CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
         "{% if add_generation_prompt %}assistant {% endif %}")

@@ -5,9 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recipes.sft.fast_path import (ATTN_IMPLEMENTATION, PackedCollator, answer_only_loss,
-                                    dense_document_attention, linear_cross_entropy_sum, prepare_fast_model)
 from recipes.sft.data import IGNORE_INDEX
+from recipes.sft.fast_path import (
+    ATTN_IMPLEMENTATION,
+    PackedCollator,
+    answer_only_loss,
+    dense_document_attention,
+    linear_cross_entropy_sum,
+    prepare_fast_model,
+)
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=256, vocab_size=97, rms_norm_eps=1e-6, tie_word_embeddings=True)

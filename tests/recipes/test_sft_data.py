@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from recipes.sft.model_utils import load_tokenizer
 from recipes.sft.data import IGNORE_INDEX, build_examples, build_sft_dataset, tokenize_chat, track_answer
+from recipes.sft.model_utils import load_tokenizer
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.vocab import add_music_tokens
 

@@ -5,15 +5,21 @@ import numpy as np
 import pytest
 import torch
 
+from data_gen.catalog.playlists import Playlist
 from eval.id_quality import id_quality
 from tokenizer_ext.quantizers.base import JOINT_QUANTIZERS, QUANTIZERS
-from tokenizer_ext.quantizers.fusid import FusIDQuantizer, contrastive_loss, covariance_loss, sample_pairs, variance_loss
+from tokenizer_ext.quantizers.fusid import (
+    FusIDQuantizer,
+    contrastive_loss,
+    covariance_loss,
+    sample_pairs,
+    variance_loss,
+)
 from tokenizer_ext.quantizers.joint import JointFeatures, cooccurrence_pairs
 from tokenizer_ext.quantizers.musicrec import MusicRecQuantizer, info_nce, relation_loss
 from tokenizer_ext.quantizers.psrq import PSRQJointQuantizer, PSRQQuantizer, RQKMeansQuantizer
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import GROUP_NAMES, MISSING, codes_to_tokens, parse_token, tokens_to_codes
-from data_gen.catalog.playlists import Playlist
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 

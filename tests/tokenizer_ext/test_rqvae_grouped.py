@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer
-from tokenizer_ext.quantizers.rqvae_model import RQVAE
 from tokenizer_ext.quantizers.rqvae_grouped import GroupedRQVAE, GroupTrainer, train_grouped, width_groups
+from tokenizer_ext.quantizers.rqvae_model import RQVAE
 
 
 def _grouped_setup(dims=(18, 30, 7), batch=64, d_pad=32, seed=1):

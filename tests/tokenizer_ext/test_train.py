@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from common.config import parse_config
-from data_gen.vectorize.embeddings import EmbeddingStore
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
-from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 from data_gen.catalog.track_split import split_tracks
+from data_gen.vectorize.embeddings import EmbeddingStore
+from data_gen.vectorize.run import VectorizeConfig
+from data_gen.vectorize.run import run as vectorize_run
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokenizer import MusicTokenizer
 from tokenizer_ext.train import TrainConfig, main

@@ -5,10 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 from data_gen.vectorize.embeddings import EmbeddingStore
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
-from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
-from tokenizer_ext.train import TrainConfig, run as train_run
+from data_gen.vectorize.run import VectorizeConfig
+from data_gen.vectorize.run import run as vectorize_run
+from tokenizer_ext.train import TrainConfig
+from tokenizer_ext.train import run as train_run
 
 
 @pytest.fixture()

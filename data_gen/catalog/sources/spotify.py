@@ -16,8 +16,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from data_gen.catalog.reader import CatalogError, RowError
 from data_gen.catalog.playlists import Playlist
+from data_gen.catalog.reader import CatalogError, RowError
 
 SPOTIFY_URL = ("https://raw.githubusercontent.com/rfordatascience/tidytuesday/master/data/2020/2020-01-21/"
                "spotify_songs.csv")

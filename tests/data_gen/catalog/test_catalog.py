@@ -3,6 +3,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 from data_gen.catalog.reader import (
     CatalogError,
     RowError,
@@ -15,7 +17,6 @@ from data_gen.catalog.reader import (
     parse_tempo,
     parse_vector,
 )
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
 
 HEADER = "track_id,title,artist,tempo,key,mode,release_date,tags,audio_features\n"
 

@@ -9,8 +9,9 @@ import threading
 import pyarrow.parquet as pq
 import pytest
 
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 from data_gen.catalog.reader import RowError
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
 from data_gen.catalog.sources.spotify import SC_FEATURES, download_spotify, load_spotify
 
 

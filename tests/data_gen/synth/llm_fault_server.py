@@ -113,7 +113,7 @@ class FaultServer:
 
         return Handler
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self.thread.start()
         return self
 

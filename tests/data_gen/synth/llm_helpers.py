@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
 
 
 def demo_run_dir(tmp_path: Path, num_tracks: int = 12, name: str = "run") -> Path:

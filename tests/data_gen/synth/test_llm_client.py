@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.synth.dqt import DqtConfig, plan, run as dqt_run
-from data_gen.synth.dr import DrConfig, run as dr_run, validate_scores
-from data_gen.synth.llm_client import ClientConfig, EndpointDown, Engine, Job
-from data_gen.catalog.reader import catalog_track_ids
-from data_gen.synth.llm_store import read_jsonl
 from common.registry import MODALITY_NAMES
+from data_gen.catalog.reader import catalog_track_ids
+from data_gen.synth.dqt import DqtConfig, plan
+from data_gen.synth.dqt import run as dqt_run
+from data_gen.synth.dr import DrConfig, validate_scores
+from data_gen.synth.dr import run as dr_run
+from data_gen.synth.llm_client import ClientConfig, EndpointDown, Engine, Job
+from data_gen.synth.llm_store import read_jsonl
 from tests.data_gen.synth.llm_fault_server import FaultServer, _digest
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir
 

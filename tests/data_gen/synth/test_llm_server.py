@@ -9,11 +9,13 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
 
-from data_gen.synth.dqt import QUERY_SCHEMA, DqtConfig, run as dqt_run  # noqa: E402
-from data_gen.synth.dr import SCORES_SCHEMA, DrConfig, run as dr_run  # noqa: E402
+from common.registry import MODALITY_NAMES  # noqa: E402
+from data_gen.synth.dqt import QUERY_SCHEMA, DqtConfig  # noqa: E402
+from data_gen.synth.dqt import run as dqt_run
+from data_gen.synth.dr import SCORES_SCHEMA, DrConfig  # noqa: E402
+from data_gen.synth.dr import run as dr_run
 from data_gen.synth.llm_server import LocalLLMServer, free_port, is_alive, read_pid  # noqa: E402
 from data_gen.synth.llm_store import read_jsonl  # noqa: E402
-from common.registry import MODALITY_NAMES  # noqa: E402
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]

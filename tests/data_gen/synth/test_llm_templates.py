@@ -2,11 +2,12 @@
 
 import json
 
-from data_gen.synth.dqt import DQT_COLUMNS, DqtConfig, run as dqt_run
+from data_gen.catalog.track_split import split_tracks
+from data_gen.synth.dqt import DQT_COLUMNS, DqtConfig
+from data_gen.synth.dqt import run as dqt_run
 from data_gen.synth.query_templates import PHRASINGS, template_query
 from data_gen.synth.track_facts import INTENTS, TrackFacts, intent_for, track_facts
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir
-from data_gen.catalog.track_split import split_tracks
 
 FULL = TrackFacts(track_id="t1", title="Ghosts", artist="Nadia", album="Tapes", tags=("folk", "celtic folk"),
                   year=1982, tempo_bpm=93, key_name="C major", mode=1)

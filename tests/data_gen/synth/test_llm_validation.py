@@ -4,12 +4,12 @@ import json
 
 import pytest
 
+from common.registry import MODALITY_NAMES
 from data_gen.synth.dqt import QUERY_SCHEMA, validate_query
 from data_gen.synth.dr import SCORES_SCHEMA, modality_lines, relevance_messages, validate_scores
 from data_gen.synth.llm_client import InvalidOutput, parse_json_object
 from data_gen.synth.llm_store import ResultLog, read_jsonl
 from data_gen.synth.prompts import load_prompt
-from common.registry import MODALITY_NAMES
 
 GOOD = {m: i % 11 for i, m in enumerate(MODALITY_NAMES)}
 

@@ -126,9 +126,11 @@ def test_vectorize_stage_uses_clap_for_audio_paths(tiny_clap, audio_dir, tmp_pat
     """A catalog with audio paths goes through the CLAP tower in the vectorize stage; failures are written down."""
     import json
 
+    from data_gen.catalog.ingest import IngestConfig
+    from data_gen.catalog.ingest import run as ingest_run
     from data_gen.vectorize.embeddings import EmbeddingStore
-    from data_gen.catalog.ingest import IngestConfig, run as ingest_run
-    from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
+    from data_gen.vectorize.run import VectorizeConfig
+    from data_gen.vectorize.run import run as vectorize_run
 
     rows = [{"track_id": "a", "audio_path": "low.wav"}, {"track_id": "b", "audio_path": "high.wav"},
             {"track_id": "c", "audio_path": "missing.wav"}, {"track_id": "d"}]

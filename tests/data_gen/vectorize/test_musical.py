@@ -2,7 +2,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from data_gen.vectorize.musical import KEY_OFFSET, KEY_UNKNOWN, TEMPO_IMPUTATION, MusicalVectorizer, musical_vector, tempo_bin
+from data_gen.vectorize.musical import (
+    KEY_OFFSET,
+    KEY_UNKNOWN,
+    TEMPO_IMPUTATION,
+    MusicalVectorizer,
+    musical_vector,
+    tempo_bin,
+)
 
 
 @pytest.mark.parametrize("tempo,expected", [

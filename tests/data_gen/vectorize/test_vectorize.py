@@ -4,14 +4,15 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_gen.vectorize.embeddings import EmbeddingStore
-from data_gen.catalog.ingest import IngestConfig, run as ingest_run
 from common.registry import MODALITY_NAMES
-from data_gen.vectorize.run import VectorizeConfig, run as vectorize_run
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
+from data_gen.vectorize.embeddings import EmbeddingStore
+from data_gen.vectorize.run import VectorizeConfig
+from data_gen.vectorize.run import run as vectorize_run
 
 
 def _small_catalog(tmp_path, n=50):
@@ -115,7 +116,8 @@ def test_spotify_full_catalog_dims_and_presence(spotify_vectors):
 
 def test_spotify_tc_exclusion_keeps_eval_playlists_out(spotify_vectors, tmp_path):
     run_dir, _ = spotify_vectors
-    from data_gen.catalog.split import SplitConfig, run as split_run
+    from data_gen.catalog.split import SplitConfig
+    from data_gen.catalog.split import run as split_run
 
     info = split_run(SplitConfig(run_dir=str(run_dir), eval_fraction=0.2, seed=0, out_dir=str(tmp_path / "s")))
     assert (info["train"], info["eval"]) == (307, 77)

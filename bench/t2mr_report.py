@@ -1,0 +1,185 @@
+"""Score the saved generations of the T2MR experiments (no GPU) -> the ablation and final tables in markdown.
+
+    python -m bench.t2mr_report --val_dir runs/t2mr_val --eval_dir runs/t2mr_eval --out docs/t2mr_results.md
+
+1. Validation (61 playlists carved from the training playlists): every SFT run of the ablation, equal weights,
+   3MTokenRec's matching and the beams ranking, against BM25 and dense retrieval on the same playlists.
+2. Decoding and ranking levers of the run chosen on validation (bench.t2mr_experiments' selection): beams, ranking,
+   modality weights (equal, tuned on validation, relevance model, relevance x tuned prior); the best on validation is
+   the setting of the final table.
+3. Evaluation (77 playlists, reported once): every final run with that setting, 3MTokenRec's unimodal variants, the
+   text baselines, seen / unseen requests and the retrieval ceilings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from common.config import parse_config
+from eval.t2mr import T2MRConfig, run
+
+
+@dataclass
+class T2MRReportConfig:
+    """Tables of the Spotify T2MR experiments from their saved generations."""
+
+    val_dir: str = field(default="runs/t2mr_val", metadata={"help": "out_dir of the validation plan"})
+    eval_dir: str = field(default="runs/t2mr_eval", metadata={"help": "out_dir of the final plan"})
+    val_plan: str = field(default="recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml", metadata={"help": "plan"})
+    eval_plan: str = field(default="recipes/SmolLM2-135M-Instruct/t2mr/eval_final.yaml", metadata={"help": "plan"})
+    relevance: str | None = field(default=None, metadata={
+        "help": "relevance model trained on the validation run's derived D_r (music3m-relevance)"})
+    work_dir: str = field(default="runs/t2mr_report", metadata={"help": "scratch folder for the t2mr outputs"})
+    baselines: list[str] = field(default_factory=lambda: ["bm25", "dense"], metadata={
+        "help": "text baselines of the final table (bm25, dense, artist_track_name)"})
+    out: str = field(default="runs/t2mr_report/t2mr_results.md", metadata={"help": "markdown report"})
+    final: bool = field(default=True, metadata={
+        "help": "also score the evaluation playlists (false: validation only, to settle the choices first)"})
+
+
+def _gen(out_dir: str, name: str, set_name: str) -> Path:
+    return Path(out_dir) / name / f"t2mr_{set_name}" / f"generations_{name}.json"
+
+
+def _p(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
+    run_dir, names = plan["run_dir"], [r["name"] for r in plan["runs"]]
+    done = [n for n in names if _gen(cfg.val_dir, n, "val").exists()]
+    val_set = plan["sets"]["val"].replace("{R}", run_dir)
+    seen_set = plan["sets"]["seen"].replace("{R}", run_dir)
+    base = dict(run_dir=run_dir, unimodal=False, num_beams=16, k=10)
+    val = run(T2MRConfig(**base, playlists=val_set, out_dir=f"{cfg.work_dir}/val",
+                         generations=[f"{n}={_gen(cfg.val_dir, n, 'val')}" for n in done],
+                         rankings=["match", "beams"], beams_used=[1, 4], baselines=["bm25", "dense"]))
+    seen = run(T2MRConfig(**base, playlists=seen_set, out_dir=f"{cfg.work_dir}/val_seen",
+                          generations=[f"{n}={_gen(cfg.val_dir, n, 'seen')}" for n in done
+                                       if _gen(cfg.val_dir, n, "seen").exists()],
+                          rankings=["match"], baselines=["bm25"], diagnostics=False))
+    logs = {n: json.loads((Path(cfg.val_dir) / n / "done.json").read_text()) for n in done}
+    s, d = val["systems"], val["diagnostics"]
+    lines = ["| run | what it adds | steps | P@10 match, 16 beams | P@10 beams ranking, 16 beams | P@10 match, 1 beam | "
+             "P@10 on training playlists (seen set) | distinct top beams | top beam's level-1 BM / ST / RI code = "
+             "playlist's | final loss |", "|" + "---|" * 10]
+    notes = {r["name"]: r.get("note", "") for r in plan["runs"]}
+    for n in names:
+        if n not in done:
+            lines.append(f"| {n} | {notes.get(n, '')} | not finished (stopped for the device budget) |" + " |" * 7)
+            continue
+        eq = f"{n} w/o modality selection"
+        agree = d[n]["level1_agreement"]
+        loss = logs[n].get("loss") or [[None, None]]
+        lines.append(" | ".join([
+            f"| {n}", notes.get(n, ""), str(logs[n]["options"].get("max_steps")), _p(s[eq]["metrics"]["P@10"]),
+            _p(s[f"{eq} [beams, 16 beams]"]["metrics"]["P@10"]), _p(s[f"{eq} [match, 1 beams]"]["metrics"]["P@10"]),
+            _p(seen["systems"].get(eq, {}).get("metrics", {}).get("P@10")),
+            f"{d[n]['distinct_top_beam_tracks']} of {d[n]['requests']}",
+            " / ".join(_p(agree[m]["share"]) for m in ("BM", "ST", "RI")), str(loss[-1][1])]) + " |")
+    for b in ("BM25", "Dense (MiniLM)"):
+        lines.append(f"| {b} | text baseline | - | {_p(s[b]['metrics']['P@10'])} | | | "
+                     f"{_p(seen['systems'].get(b, {}).get('metrics', {}).get('P@10'))} | | | |")
+    return "\n".join(lines), {"val": val, "seen": seen}
+
+
+def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, dict]:
+    """Decoding, ranking and modality weights of the selected run, scored on validation -> (table, choice)."""
+    run_dir = plan["run_dir"]
+    val_set = plan["sets"]["val"].replace("{R}", run_dir)
+    gen = f"{best}={_gen(cfg.val_dir, best, 'val')}"
+    out = f"{cfg.work_dir}/choose"
+    tuned = run(T2MRConfig(run_dir=run_dir, playlists=val_set, out_dir=out, generations=[gen], unimodal=False,
+                           rankings=["match"], tune_weights=True, baselines=["none"], diagnostics=False))
+    weights_file = f"{out}/weights_{best}.json"
+    relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
+    options = dict(run_dir=run_dir, playlists=val_set, generations=[gen], unimodal=False, baselines=["none"],
+                   diagnostics=False, beams_used=[1, 4], rankings=["match", "beams"], weights=[weights_file])
+    grid = run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))
+    rows = dict(grid["systems"])
+    if relevance:
+        with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
+                                    modality_prior=weights_file))
+        rows.update({k.replace(best, f"{best} relevance x tuned prior", 1): v for k, v in with_prior["systems"].items()
+                     if not k.startswith(f"{best} w/o") and " weights " not in k})
+    order = sorted(rows, key=lambda k: -rows[k]["metrics"]["P@10"])
+    chosen = order[0]
+    lines = ["| variant (run " + best + ") | P@1 | P@5 | P@10 | Hit@10 |", "|---|---|---|---|---|"]
+    for k in order:
+        m = rows[k]["metrics"]
+        lines.append(f"| {k}{' (chosen)' if k == chosen else ''} | {_p(m['P@1'])} | {_p(m['P@5'])} | "
+                     f"{_p(m['P@10'])} | {_p(m['Hit@10'])} |")
+    system = rows[chosen]
+    weights = json.loads(Path(weights_file).read_text())
+    choice = {"label": chosen, "ranking": system["ranking"], "beams": system["beams"],
+              "weights": ("relevance x tuned prior" if "relevance x tuned prior" in chosen else
+                          "tuned" if " weights " in chosen else "equal" if " w/o " in chosen else "relevance"),
+              "tuned_weights": weights["weights"], "tuned_objective": tuned["systems"][f"{best} tuned weights"][
+                  "metrics"]["P@10"], "weights_file": weights_file, "relevance": relevance}
+    return "\n".join(lines), choice
+
+
+def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
+    run_dir = plan["run_dir"]
+    names = [r["name"] for r in plan["runs"] if _gen(cfg.eval_dir, r["name"], "eval").exists()]
+    opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]],
+                beams_used=[choice["beams"]] if choice["beams"] != 16 else [])
+    if choice["weights"] in ("tuned",):
+        opts["weights"] = [choice["weights_file"]]
+    if choice["weights"] in ("relevance", "relevance x tuned prior"):
+        opts["relevance"] = choice["relevance"]
+        if choice["weights"] == "relevance x tuned prior":
+            opts["modality_prior"] = choice["weights_file"]
+    result = run(T2MRConfig(**opts, playlists=plan["sets"]["eval"].replace("{R}", run_dir),
+                            out_dir=f"{cfg.work_dir}/eval", baselines=cfg.baselines,
+                            generations=[f"{n}={_gen(cfg.eval_dir, n, 'eval')}" for n in names]))
+    seen = run(T2MRConfig(**opts, playlists=plan["sets"]["seen"].replace("{R}", run_dir),
+                          out_dir=f"{cfg.work_dir}/eval_seen", baselines=["bm25"], unimodal=False,
+                          diagnostics=False, generations=[f"{n}={_gen(cfg.eval_dir, n, 'seen')}" for n in names
+                                                          if _gen(cfg.eval_dir, n, "seen").exists()]))
+    lines = ["| system | P@1 | P@5 | P@10 | R@10 | Hit@10 | nDCG@10 | P@10 unseen requests | P@10 seen requests | "
+             "P@10 on training playlists |", "|" + "---|" * 11]
+    for k, sys_ in result["systems"].items():
+        m = sys_["metrics"]
+        lines.append(f"| {k} | {_p(m['P@1'])} | {_p(m['P@5'])} | {_p(m['P@10'])} | {_p(m['R@10'])} | "
+                     f"{_p(m['Hit@10'])} | {_p(m['nDCG@10'])} | {_p(sys_.get('P@10 unseen'))} | "
+                     f"{_p(sys_.get('P@10 seen'))} | {_p(seen['systems'].get(k, {}).get('metrics', {}).get('P@10'))} |")
+    return "\n".join(lines), {"eval": result, "seen": seen}
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(T2MRReportConfig, argv)
+    val_plan = yaml.safe_load(Path(cfg.val_plan).read_text())
+    eval_plan = yaml.safe_load(Path(cfg.eval_plan).read_text())
+    selection = json.loads((Path(cfg.eval_dir) / "selection.json").read_text())
+    ablation, val = validation(cfg, val_plan)
+    levers, choice = choose_setting(cfg, val_plan, selection["best"])
+    if not cfg.final:
+        print(f"{ablation}\n\n{levers}\n\n{json.dumps(choice)}")
+        return
+    table, result = final(cfg, eval_plan, choice)
+    diag = result["eval"]["diagnostics"]
+    ceilings = "\n".join(
+        f"- {n}: random member {_p(d['ceiling_random_member_P@10'])}, expected over members "
+        f"{_p(d['ceiling_expected_member_P@10'])}, best member {_p(d['ceiling_best_member_P@10'])}; distinct top-beam "
+        f"tracks {d['distinct_top_beam_tracks']} of {d['requests']}; top beam has the playlist's most common level-1 "
+        f"code: " + ", ".join(f"{m} {_p(a['share'])}" for m, a in d["level1_agreement"].items()) for n, d in diag.items())
+    report = {"selection": selection, "choice": choice}
+    Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.work_dir) / "choice.json").write_text(json.dumps(report, indent=1))
+    text = (f"## Validation ablation (SFT levers)\n\n{ablation}\n\nSelected by bench.t2mr_experiments: "
+            f"`{selection['best']}` (validation score per run: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) +
+            f").\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
+            f"## Evaluation playlists (reported once)\n\n{table}\n\nRetrieval ceilings and diagnostics:\n\n{ceilings}\n")
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
