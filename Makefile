@@ -16,7 +16,7 @@ help:
 	@echo "make slow_test  also run the slow tests"
 	@echo "make lint       ruff (configured in pyproject.toml); make test runs it first"
 	@echo "make spotify    ingest + vectorize the Spotify Songs CSV from $(SHARED) into runs/spotify"
-	@echo "make spotify_bench  (GPU) tokenizers, D_qt, one SFT per tokenizer, T2MR table into runs/spotify_bench"
+	@echo "make spotify_bench  (GPU) the T2MR experiments: validation ablation, final runs, tables (docs/t2mr.md)"
 	@echo "make bench      CPU speed benchmarks: retrieval at 1.6M tracks, the decoding mask's cost"
 	@echo "make bench_gpu  (CUDA) SFT throughput stock TRL vs fast path, nine RQ-VAEs at 1.6M tracks; multi-GPU scaling"
 
@@ -40,35 +40,35 @@ test: venv lint
 slow_test: venv
 	$(BIN)/python -m pytest -q
 
+DEMO_BUNDLE = $(RUN)/sft/SmolLM2-135M-Instruct-3MTokenRec
+DEMO_REQUESTS = "upbeat dance pop for a party" "calm classical piano for studying" "heavy metal for the gym"
 demo: venv
-	$(BIN)/python -m data_gen.catalog.ingest --source demo --run_dir $(RUN)
-	$(BIN)/python -m data_gen.vectorize.run --run_dir $(RUN)
-	$(BIN)/python -m tokenizer_ext.train --config recipes/tokenizers/rqvae_demo.yaml --run_dir $(RUN) --out_dir $(RUN)/tokenizers/rqvae
-	$(BIN)/python -m data_gen.synth.dqt --run_dir $(RUN) --mode template --num_queries 2
+	$(BIN)/music3m-ingest --source demo --run_dir $(RUN)
+	$(BIN)/music3m-split-playlists --run_dir $(RUN) --eval_fraction 0.2 --seed 0
+	$(BIN)/music3m-vectorize --run_dir $(RUN) --tc_exclude_playlists $(RUN)/splits/playlists_eval.txt
+	$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae_demo.yaml --run_dir $(RUN) --out_dir $(RUN)/tokenizers/rqvae
+	$(BIN)/music3m-dqt --run_dir $(RUN) --mode template --templates rich --num_queries 2
 	$(BIN)/python -m accelerate.commands.launch --config_file accelerate_configs/cpu.yaml recipes/sft_3mtoken.py \
 		--config recipes/SmolLM2-135M-Instruct/sft/config_demo.yaml --token_db_dir $(RUN)/tokenizers/rqvae \
-		--dqt_path $(RUN)/dqt/dqt.jsonl --output_dir $(RUN)/sft/SmolLM2-135M-Instruct-3MTokenRec
+		--dqt_path $(RUN)/dqt/dqt.jsonl --catalog_path $(RUN)/catalog.parquet --output_dir $(DEMO_BUNDLE)
 	@echo "demo run directory: $(RUN)"
 	@echo "  catalog.parquet, playlists.jsonl    ingested demo catalog"
 	@echo "  embeddings/                         nine modality embeddings + presence mask"
 	@echo "  tokenizers/rqvae/                   RQ-VAE tokenizer, token_db.parquet, vocabulary.txt"
-	@echo "  dqt/dqt.jsonl                       D_qt queries (templates; LLM: python -m data_gen.synth.dqt --mode llm)"
-	@echo "  sft/SmolLM2-135M-Instruct-3MTokenRec/  fine-tuned model + music3m/ inference bundle"
+	@echo "  dqt/dqt.jsonl                       D_qt requests (templates; an LLM: music3m-dqt --mode llm)"
+	@echo "  sft/SmolLM2-135M-Instruct-3MTokenRec/  fine-tuned model + music3m/ inference bundle + README.md model card"
+	@echo "The demo model answers three requests (top 5 tracks each):"
+	$(BIN)/music3m-recommend --bundle $(DEMO_BUNDLE) --catalog $(RUN)/catalog.parquet --k 5 --query $(DEMO_REQUESTS)
+	$(BIN)/music3m-t2mr --run_dir $(RUN) --playlists $(RUN)/splits/playlists_eval.jsonl --bundles 3MTokenRec=$(DEMO_BUNDLE) \
+		--baselines bm25 --unimodal false --diagnostics false --out_dir $(RUN)/t2mr --brief true
 
 spotify: venv
 	$(BIN)/python -m data_gen.catalog.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify
 	$(BIN)/python -m data_gen.vectorize.run --run_dir runs/spotify
 
-# The Spotify Songs benchmark end to end: split + features + the eight tokenizers (reused when trained), template
-# D_qt, one SFT of SmolLM2-135M-Instruct per tokenizer with T2MR on the evaluation playlists (needs a GPU), then the
-# text baselines and one table with every system: runs/spotify_bench/t2mr/all/t2mr.md
-spotify_bench: venv
-	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
-		--methods kmeans,vqvae,rqvae,rqkmeans,psrq,psrq_joint,fusid,musicrec
-	$(BIN)/python -m data_gen.synth.dqt --run_dir runs/spotify_bench --mode template --num_queries 3
-	PYTHON=$(BIN)/python recipes/spotify_t2mr.sh
-	$(BIN)/python -m eval.t2mr --run_dir runs/spotify_bench --playlists runs/spotify_bench/splits/playlists_eval.jsonl \
-		--baselines bm25 dense artist_track_name --merge $$(ls runs/spotify_bench/t2mr/*/t2mr.json | grep -v /all/) --out_dir runs/spotify_bench/t2mr/all
+# The Spotify Songs benchmark end to end (docs/t2mr.md): features and CPU tokenizers, the validation run and request
+# files, then (GPU) the RQ-VAE and FusID tokenizers, the validation ablation and the final runs, then the tables.
+spotify_bench: t2mr_data t2mr_gpu t2mr_report
 
 # T2MR experiments on Spotify Songs (docs/retrieval.md): the CPU side builds the evaluation run (features, K-means and
 # RQ-KMeans tokenizers), the validation run and the request files; the GPU side trains the RQ-VAE (grouped) and FusID
@@ -93,7 +93,13 @@ t2mr_gpu: venv
 		--out_dir runs/t2mr_eval --parallel $(T2MR_PARALLEL)
 
 t2mr_report: venv
-	$(BIN)/python -m bench.t2mr_report --val_dir runs/t2mr_val --eval_dir runs/t2mr_eval --out docs/t2mr_results.md
+	test -f runs/spotify_val/dr_derived/dr.jsonl || $(BIN)/music3m-dr --run_dir runs/spotify_val --mode derived \
+		--dqt runs/spotify_val/dqt/rich/dqt.jsonl,runs/spotify_val/dqt/playlists/dqt.jsonl \
+		--token_db_dir runs/spotify_val/tokenizers/rqvae --out_dir runs/spotify_val/dr_derived
+	test -f runs/spotify_val/relevance/report.json || $(BIN)/music3m-relevance --dr runs/spotify_val/dr_derived/dr.jsonl \
+		--out_dir runs/spotify_val/relevance --epochs 2 --max_train_rows 12000
+	$(BIN)/python -m bench.t2mr_report --val_dir runs/t2mr_val --eval_dir runs/t2mr_eval \
+		--relevance runs/spotify_val/relevance --out runs/t2mr_report/t2mr_results.md
 
 # Speed benchmarks (README, Performance). Their data: the Spotify RQ-VAE token database (reused when trained) and
 # 6,000 template D_qt queries of the first 2,000 tracks.

@@ -130,7 +130,7 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
                 beams_used=[choice["beams"]] if choice["beams"] != 16 else [])
     if choice["weights"] in ("tuned",):
         opts["weights"] = [choice["weights_file"]]
-    if choice["weights"] in ("relevance", "relevance x tuned prior"):
+    if choice["relevance"]:  # modality selection by the relevance model: a row of its own, whatever was chosen
         opts["relevance"] = choice["relevance"]
         if choice["weights"] == "relevance x tuned prior":
             opts["modality_prior"] = choice["weights_file"]
@@ -142,7 +142,7 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
                           diagnostics=False, generations=[f"{n}={_gen(cfg.eval_dir, n, 'seen')}" for n in names
                                                           if _gen(cfg.eval_dir, n, "seen").exists()]))
     lines = ["| system | P@1 | P@5 | P@10 | R@10 | Hit@10 | nDCG@10 | P@10 unseen requests | P@10 seen requests | "
-             "P@10 on training playlists |", "|" + "---|" * 11]
+             "P@10 on training playlists |", "|" + "---|" * 10]
     for k, sys_ in result["systems"].items():
         m = sys_["metrics"]
         lines.append(f"| {k} | {_p(m['P@1'])} | {_p(m['P@5'])} | {_p(m['P@10'])} | {_p(m['R@10'])} | "

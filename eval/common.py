@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from common.manifest import config_dict, file_sha256, library_versions
-from data_gen.catalog.playlists import read_id_list
+from data_gen.catalog.playlists import read_id_list, read_playlists
+from data_gen.catalog.reader import CatalogError, RowError
 from data_gen.catalog.track_split import split_tracks
 
 TOKENIZER_CONFIG = "tokenizer.json"
@@ -116,28 +117,94 @@ def load_test_split(tokenizer_dir: str | Path, track_ids: Sequence[str]) -> tupl
                             f"{TOKENIZER_CONFIG}; cannot tell train from test tracks")
 
 
+def _id_file(record: Any, what: str) -> tuple[set[str] | None, str | None, str | None]:
+    """A recorded {path, sha256} (or a bare path from an older manifest) -> (ids, path, problem). The ids are None
+    when the file is gone or changed since it was recorded (then `problem` says so)."""
+    if not record:
+        return None, None, None
+    path, sha = (record.get("path"), record.get("sha256")) if isinstance(record, dict) else (str(record), None)
+    if not path or not Path(path).exists():
+        return None, path, f"{what} {path} no longer exists"
+    if sha and file_sha256(path) != sha:
+        return None, path, f"{what} {path} changed since the features were built"
+    if what == "exclusion list":
+        return read_id_list(path), path, None
+    try:
+        return {p.playlist_id for p in read_playlists(path)}, path, None
+    except (CatalogError, RowError, OSError) as err:
+        return None, path, f"{what} {path} unreadable ({err})"
+
+
+def _held_out(eval_ids: set[str], excluded: Any, source: Any) -> dict:
+    """Evaluated playlists vs one feature's exclusion list and source playlists: an evaluated playlist leaks when
+    the source holds it and the exclusion list does not; one the source does not hold fed no feature."""
+    excluded_ids, excluded_path, problem = _id_file(excluded, "exclusion list")
+    out = {"excluded_playlists_file": excluded_path, "eval_playlists": len(eval_ids)}
+    if problem:
+        return {**out, "leaks": None, "note": f"{problem}: cannot verify"}
+    source_ids, source_path, source_problem = _id_file(source, "playlists")
+    used = eval_ids if source_ids is None else eval_ids & source_ids  # unknown source: assume all were used
+    leaked = used - (excluded_ids or set())
+    out.update(source_playlists_file=source_path, eval_playlists_held_out=len(used & (excluded_ids or set())),
+               eval_playlists_not_used=len(eval_ids - used), eval_playlists_leaked=len(leaked), leaks=bool(leaked))
+    if source_problem:
+        out["source_note"] = f"{source_problem}: every evaluated playlist counted as used"
+    return out
+
+
+def _record(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def feature_provenance(run_dir: Path | None, eval_playlist_ids: set[str]) -> dict:
-    """Which playlists fed the playlist-derived features (ST tags at ingest, TC track2vec at vectorize), and how
-    many of the evaluated playlists were kept out of them (data README leakage rule)."""
+    """Which playlists fed the playlist-derived features, and how many of the evaluated playlists were kept out of
+    them (data README leakage rule), from what each feature file records for itself: ST's exclusion list from the
+    ingest manifest that built the catalog, TC's from embeddings/TC.json (not from the last vectorize run)."""
     if run_dir is None:
         return {"note": "no run directory: feature provenance unknown"}
+    eval_ids = set(eval_playlist_ids)
+    emb = run_dir / "embeddings"
     out: dict[str, Any] = {}
-    sources = {"ST": (run_dir / "ingest_manifest.json", "exclude_tag_playlists"),
-               "TC": (run_dir / "embeddings" / "manifest.json", "tc_exclude_playlists")}
-    for m, (manifest, key) in sources.items():
+
+    ingest = _record(run_dir / "ingest_manifest.json")
+    st = _record(emb / "ST.json")
+    if ingest is None:
+        out["ST"] = {"note": f"{run_dir / 'ingest_manifest.json'} not found"}
+    elif ingest.get("config", {}).get("source") != "spotify":  # only that source turns playlist labels into tags
+        out["ST"] = {"note": f"tags of source {ingest.get('config', {}).get('source')!r} are not built from playlists"}
+    elif st is not None and st.get("status") == "absent":
+        out["ST"] = {"note": "ST absent: no tags, nothing to leak"}
+    else:
+        outputs = ingest.get("outputs") if isinstance(ingest.get("outputs"), dict) else {}
+        built_from = ((st or {}).get("inputs") or {}).get("catalog") or {}
+        described = outputs.get("catalog") if isinstance(outputs.get("catalog"), dict) else {}
+        if built_from.get("sha256") and described.get("sha256") and built_from["sha256"] != described["sha256"]:
+            out["ST"] = {"eval_playlists": len(eval_ids), "excluded_playlists_file": None, "leaks": None,
+                         "note": "ST was built from another catalog than ingest_manifest.json describes"}
+        else:
+            excluded = ingest.get("inputs", {}).get("exclude_tag_playlists") or \
+                ingest.get("config", {}).get("exclude_tag_playlists")
+            playlists = outputs.get("playlists")
+            source = ({"path": str(run_dir / playlists["file"]), "sha256": playlists.get("sha256")}
+                      if isinstance(playlists, dict) else None)
+            out["ST"] = _held_out(eval_ids, excluded, source)
+
+    tc = _record(emb / "TC.json")
+    if tc is None:  # no TC record: what the vectorize manifest says (TC was not built by this version)
+        manifest = emb / "manifest.json"
         if not manifest.exists():
-            out[m] = {"note": f"{manifest} not found"}
-            continue
-        config = json.loads(manifest.read_text()).get("config", {})
-        if m == "ST" and config.get("source") != "spotify":  # only that source turns playlist labels into tags
-            out[m] = {"note": f"tags of source {config.get('source')!r} are not built from playlists"}
-            continue
-        excluded_file = config.get(key)
-        excluded = read_id_list(excluded_file) if excluded_file and Path(excluded_file).exists() else set()
-        held_out = len(eval_playlist_ids & excluded)
-        out[m] = {"excluded_playlists_file": excluded_file, "eval_playlists_held_out": held_out,
-                  "eval_playlists": len(eval_playlist_ids),
-                  "leaks": held_out < len(eval_playlist_ids)}
+            out["TC"] = {"note": f"{emb / 'TC.json'} not found"}
+        else:
+            config = json.loads(manifest.read_text()).get("config", {})
+            out["TC"] = _held_out(eval_ids, config.get("tc_exclude_playlists"), None)
+    elif tc.get("status") == "absent":
+        out["TC"] = {"note": "TC absent: no playlists, nothing to leak"}
+    elif not isinstance(tc.get("inputs"), dict) or "playlists" not in tc["inputs"]:
+        out["TC"] = {"eval_playlists": len(eval_ids), "excluded_playlists_file": None, "leaks": None,
+                     "note": "TC.json records no exclusion list (built by an older version; re-run vectorize "
+                             "--modalities TC --overwrite)"}
+    else:
+        out["TC"] = _held_out(eval_ids, tc["inputs"].get("tc_exclude_playlists"), tc["inputs"].get("playlists"))
     return out
 
 
@@ -149,9 +216,14 @@ def provenance_line(prov: dict) -> str:
         if "eval_playlists" not in p:
             parts.append(f"{m}: {p.get('note', 'unknown')}")
             continue
-        state = "LEAKS (built from evaluated playlists)" if p["leaks"] else "clean"
+        if p["leaks"] is None:
+            parts.append(f"{m} features: UNVERIFIED ({p['note']})")
+            continue
+        state = (f"LEAKS ({p['eval_playlists_leaked']} evaluated playlists were built into them)" if p["leaks"]
+                 else "clean")
+        not_used = f", {p['eval_playlists_not_used']} not used by any feature" if p["eval_playlists_not_used"] else ""
         parts.append(f"{m} features held out {p['eval_playlists_held_out']}/{p['eval_playlists']} evaluated "
-                     f"playlists ({p['excluded_playlists_file'] or 'no exclusion list'}): {state}")
+                     f"playlists ({p['excluded_playlists_file'] or 'no exclusion list'}){not_used}: {state}")
     return "; ".join(parts)
 
 

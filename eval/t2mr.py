@@ -70,6 +70,7 @@ class T2MRConfig:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     batch_size: int = field(default=16, metadata={"help": "requests per generate call"})
     seed: int = field(default=0, metadata={"help": "seed of the random-member ceiling"})
+    brief: bool = field(default=False, metadata={"help": "print one line (P@10 of every system) instead of the table"})
 
 
 def load_queries(playlists: str | Path, track_ids: list[str]) -> tuple[list[str], list[list[int]], dict]:
@@ -443,8 +444,14 @@ def plot_precision(result: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    result = run(parse_config(T2MRConfig, argv))
-    print(report_markdown(result))
+    cfg = parse_config(T2MRConfig, argv)
+    result = run(cfg)
+    if cfg.brief:
+        q = result["queries"]["queries"]
+        print(f"T2MR on {q} playlists of {cfg.playlists}: " + ", ".join(
+            f"{name} P@10 {s['metrics']['P@10']:.3f}" for name, s in result["systems"].items()))
+    else:
+        print(report_markdown(result))
 
 
 if __name__ == "__main__":

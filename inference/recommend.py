@@ -3,8 +3,11 @@
     music3m-recommend --bundle BUNDLE --relevance runs/spotify/relevance --query "90s rock for a road trip" --k 10
 
 In Python: `Recommender.from_pretrained(bundle, relevance=...).recommend([query], k=10)` -> per query a list of
-{track_id, title, artist, score, matched}. Steps: chat prompt -> beam search under the mask of inference.decoding
--> inference.retrieval (modality weights from the relevance model, or equal) -> track records.
+{rank, track_id, score, matched} (+ title, artist, album with a catalog). Steps: chat prompt -> beam search under the
+mask of inference.decoding -> inference.retrieval (modality weights from the relevance model, or equal) -> records.
+The command prints a table per query (`--format table`, the default) or one JSON line per query (`--format json`:
+{"query", "tracks"}); a missing bundle, relevance model or catalog, an empty query or k <= 0 is a one-line error
+with exit code 2. inference.serve answers the same requests over HTTP.
 """
 
 from __future__ import annotations
@@ -14,14 +17,53 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from common.config import parse_config
-from inference.bundle import Bundle, load_bundle
+from inference.bundle import Bundle, BundleNotFoundError, load_bundle, looks_local, resolve_bundle_path
 from inference.decoding import MODES, MusicTokenLogitsProcessor, build_automaton
 from inference.retrieval import Retriever, modality_weights, parse_sequence
+
+
+class RequestError(ValueError):
+    """A request that cannot be answered: empty text, or k <= 0."""
+
+
+class InputNotFoundError(FileNotFoundError):
+    """A relevance model or catalog that is not where it was said to be."""
+
+
+def check_request(text: object, k: object) -> None:
+    """Raise RequestError unless `text` is a non-blank string and `k` a positive integer."""
+    if not isinstance(text, str):
+        raise RequestError(f"the query must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise RequestError(f"empty query {text!r}: give the request as text, e.g. 'play some 90s rock'")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise RequestError(f"k must be a positive integer (tracks per request), got {k!r}")
+
+
+def check_relevance_dir(path: str | Path) -> Path:
+    """A directory written by `music3m-relevance` (encoder/ + head.pt), or InputNotFoundError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputNotFoundError(f"relevance model {path}: no such directory (train one with music3m-relevance "
+                                 "--out_dir DIR, or leave --relevance out for equal modality weights)")
+    if not (path / "encoder").is_dir() or not (path / "head.pt").is_file():
+        raise InputNotFoundError(f"relevance model {path}: not a relevance model (no encoder/ or head.pt; "
+                                 "music3m-relevance --out_dir DIR writes them)")
+    return path
+
+
+def check_catalog(path: str | Path) -> Path:
+    """An existing catalog file, or InputNotFoundError."""
+    if not Path(path).is_file():
+        raise InputNotFoundError(f"catalog {path}: no such file (the run directory's catalog.parquet)")
+    return Path(path)
 
 
 @dataclass
@@ -54,16 +96,22 @@ class Recommender:
         self.automaton = None if mode == "none" else build_automaton(
             self.db, self.tokenizer, mode, end_of_turn=self.eot,
             vocab_size=self.model.get_output_embeddings().weight.shape[0])
-        self.catalog = _read_catalog(catalog) if catalog else None
+        self.catalog = _read_catalog(check_catalog(catalog)) if catalog else None
 
     @classmethod
     def from_pretrained(cls, bundle: str | Path, relevance: str | Path | None = None, device: str = "cpu",
                         **kwargs) -> Recommender:
+        """Bundle directory or Hub id (+ relevance model directory) -> Recommender. Missing inputs raise
+        BundleNotFoundError / InputNotFoundError (one-line messages) before anything heavy is loaded."""
+        if looks_local(bundle):
+            resolve_bundle_path(bundle)  # a missing local bundle is reported first
+        if kwargs.get("catalog"):
+            check_catalog(kwargs["catalog"])
         rel = None
         if relevance:
             from recipes.relevance import RelevanceModel
 
-            rel = RelevanceModel.load(relevance, device=device)
+            rel = RelevanceModel.load(check_relevance_dir(relevance), device=device)
         return cls(load_bundle(bundle), rel, device=device, **kwargs)
 
     def _end_of_turn_ids(self) -> list[int]:
@@ -84,11 +132,14 @@ class Recommender:
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], num_beams: int | None = None, batch_size: int = 16) -> list[Generation]:
-        """Requests -> the generated beams (token strings after the prompt) with their log-probabilities."""
+        """Requests -> the generated beams (token strings after the prompt) with their log-probabilities.
+
+        One `model.generate` per `batch_size` requests; a progress bar (stderr) when there is more than one batch."""
         num_beams = num_beams or self.num_beams
         max_new = max_answer_tokens(self.db)
         out: list[Generation] = []
-        for start in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) <= 1):
             chunk = list(texts[start:start + batch_size])
             enc = self.tokenizer(self.prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
@@ -124,16 +175,26 @@ class Recommender:
         return [self.retriever.retrieve(g.beams, g.logprobs, w, k=k, ranking=ranking or self.ranking)
                 for g, w in zip(generations, weights)]
 
-    def recommend(self, texts: Sequence[str], k: int = 10, modality_selection: bool = True) -> list[list[dict]]:
-        """Requests -> per request the top-k tracks: track_id, score, matched groups (+ title, artist with a catalog)."""
-        gens = self.generate(texts)
-        results = self.rank(gens, self.weights(texts) if modality_selection else None, k)
+    def recommend(self, texts: Sequence[str], k: int | Sequence[int] = 10, modality_selection: bool = True,
+                  batch_size: int = 16) -> list[list[dict]]:
+        """Requests -> per request the top-k tracks, best first: rank, track_id, score, matched groups (+ title,
+        artist, album with a catalog). `k` is one depth for all requests or one per request; an empty request or
+        k <= 0 raises RequestError before anything is generated."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        ks = [k] * len(texts) if isinstance(k, (int, np.integer)) else list(k)
+        if len(ks) != len(texts):
+            raise RequestError(f"{len(texts)} requests but {len(ks)} values of k")
+        for text, depth in zip(texts, ks):
+            check_request(text, depth)
+        gens = self.generate(texts, batch_size=batch_size)
+        weights = self.weights(texts) if modality_selection else [None] * len(texts)
         out = []
-        for res in results:
+        for gen, w, depth in zip(gens, weights, ks):
+            res = self.rank([gen], [w], int(depth))[0]
             rows = []
-            for r, s, matched in zip(res.rows, res.scores, res.matched):
+            for rank, (r, s, matched) in enumerate(zip(res.rows, res.scores, res.matched), start=1):
                 tid = self.db.track_ids[int(r)]
-                rec = {"track_id": tid, "score": round(float(s), 6), "matched": matched}
+                rec = {"rank": rank, "track_id": tid, "score": round(float(s), 6), "matched": matched}
                 if self.catalog is not None and tid in self.catalog:
                     rec.update(self.catalog[tid])
                 rows.append(rec)
@@ -169,28 +230,66 @@ def _read_catalog(path: str | Path) -> dict[str, dict]:
     return {tid: {c: data[c][i] for c in cols} for i, tid in enumerate(data["track_id"])}
 
 
+TABLE_COLUMNS = ("rank", "title", "artist", "track_id", "score", "matched")
+
+
+def format_table(query: str, tracks: Sequence[dict]) -> str:
+    """One query's records -> a plain-text table (title and artist are '-' without a catalog)."""
+    cells = [[str(t["rank"]), str(t.get("title") or "-"), str(t.get("artist") or "-"), str(t["track_id"]),
+              f"{t['score']:.4f}", ",".join(t["matched"]) or "-"] for t in tracks]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(TABLE_COLUMNS)]
+    right = {0, 4}  # numbers
+    line = lambda row: "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                                 for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+    body = [line(list(TABLE_COLUMNS))] + [line(row) for row in cells] if cells else ["(no track)"]
+    return "\n".join([f"query: {query}", *body])
+
+
 @dataclass
-class RecommendConfig:
-    """Recommend tracks for text requests with a trained 3MTokenRec bundle."""
+class RecommenderOptions:
+    """What a Recommender is loaded from: the options music3m-recommend and music3m-serve share."""
 
     bundle: str = field(metadata={"help": "bundle directory or Hub id (recipes/sft_3mtoken.py output)"})
-    query: list[str] = field(default_factory=list, metadata={"help": "one or more requests"})
-    relevance: str | None = field(default=None, metadata={"help": "modality-relevance model dir (none: equal)"})
+    relevance: str | None = field(default=None, metadata={
+        "help": "modality-relevance model dir, music3m-relevance's --out_dir (none: equal weights)"})
     catalog: str | None = field(default=None, metadata={"help": "catalog.parquet for titles and artists"})
-    mode: str = field(default="catalog", metadata={"help": "decoding mask: order, modality, catalog or none"})
+    mode: Literal["order", "modality", "catalog", "none"] = field(default="catalog", metadata={
+        "help": "decoding mask: order, modality, catalog (only IDs of existing tracks) or none"})
     num_beams: int = field(default=4, metadata={"help": "beams (merged by probability in retrieval)"})
-    k: int = field(default=10, metadata={"help": "tracks per request"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+
+    def load(self) -> Recommender:
+        return Recommender.from_pretrained(self.bundle, self.relevance, device=self.device, mode=self.mode,
+                                           num_beams=self.num_beams, catalog=self.catalog)
+
+
+@dataclass
+class RecommendConfig(RecommenderOptions):
+    """Recommend tracks for text requests with a trained 3MTokenRec bundle."""
+
+    query: list[str] = field(default_factory=list, metadata={"help": "one or more requests"})
+    k: int = field(default=10, metadata={"help": "tracks per request"})
+    format: Literal["table", "json"] = field(default="table", metadata={
+        "help": "table: a readable table per query (rank, title, artist, track_id, score, matched modalities); "
+                "json: one JSON line per query, {query, tracks: [records]}"})
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(RecommendConfig, argv)
-    if not cfg.query:
-        raise SystemExit("give at least one --query")
-    rec = Recommender.from_pretrained(cfg.bundle, cfg.relevance, device=cfg.device, mode=cfg.mode,
-                                      num_beams=cfg.num_beams, catalog=cfg.catalog)
-    for text, tracks in zip(cfg.query, rec.recommend(cfg.query, k=cfg.k)):
-        print(json.dumps({"query": text, "tracks": tracks}, ensure_ascii=False))
+    try:
+        if not cfg.query:
+            raise RequestError("give at least one --query")
+        for text in cfg.query:
+            check_request(text, cfg.k)
+        results = cfg.load().recommend(cfg.query, k=cfg.k)
+    except (BundleNotFoundError, InputNotFoundError, RequestError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for i, (text, tracks) in enumerate(zip(cfg.query, results)):
+        if cfg.format == "json":
+            print(json.dumps({"query": text, "tracks": tracks}, ensure_ascii=False))
+        else:
+            print(("\n" if i else "") + format_table(text, tracks))
     sys.stdout.flush()
 
 

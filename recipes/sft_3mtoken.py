@@ -10,52 +10,88 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import transformers
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from recipes.sft.bundle import save_bundle_extras
+from recipes.sft.bundle import BUNDLE_DIR, save_bundle_extras
 from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
-from recipes.sft.trainer import build_trainer, load_model_and_data
+from recipes.sft.trainer import (
+    build_trainer,
+    delete_checkpoints,
+    finished_state,
+    load_model_and_data,
+    read_trainer_state,
+    resume_checkpoint,
+    train_or_finish,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stdout)])
     logger.setLevel(training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     logger.info("script %s\nmodel %s\ntraining %s", script_args, model_args, training_args)
 
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint:
-            logger.warning("checkpoint found, resuming from %s", last_checkpoint)
+    # A run trained to the end is reused, not trained again; else resume from --resume_from_checkpoint or the
+    # last complete checkpoint in output_dir
+    output_dir = training_args.output_dir
+    finished = None if training_args.resume_from_checkpoint else finished_state(output_dir, training_args)
+    if finished is not None:
+        finish_saved_run(script_args, training_args, model_args, finished)
+        return
+    checkpoint = resume_checkpoint(training_args)
+    if checkpoint:
+        logger.warning("resuming from %s (step %d)", checkpoint, read_trainer_state(checkpoint)["global_step"])
+    elif read_trainer_state(output_dir) is not None:
+        logger.warning("%s holds a run that ended before the steps asked for now, and no checkpoint to continue it "
+                       "(keep_checkpoints: true keeps them): training from step 0", output_dir)
 
     model, tokenizer, dataset, counts, vocab_info, requests = load_model_and_data(script_args, training_args,
                                                                                   model_args)
     trainer = build_trainer(script_args, training_args, model_args, model, tokenizer, dataset, vocab_info)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    metrics = train_or_finish(trainer, checkpoint)
+    if metrics is not None:
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
 
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(output_dir)
     if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        save_bundle_extras(training_args.output_dir, script_args.token_db_dir,
+        tokenizer.save_pretrained(output_dir)
+        save_bundle_extras(output_dir, script_args.token_db_dir,
                            system_prompt=script_args.system_prompt, sft_counts=counts, vocab_info=vocab_info,
                            train_requests=requests)
         trainer.create_model_card(model_name=os.path.basename(training_args.output_dir.rstrip("/")),
                                   tags=["3MTokenRec", "generative-retrieval", "music"])
         trainer.model.config.use_cache = True
-        trainer.model.config.save_pretrained(training_args.output_dir)
+        trainer.model.config.save_pretrained(output_dir)
+    trainer.save_state()  # after the final model: a re-run reads this state to know the run is complete
+    if trainer.accelerator.is_main_process and not script_args.keep_checkpoints:
+        delete_checkpoints(output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(tags=["3MTokenRec", "generative-retrieval", "music"])
+
+
+def finish_saved_run(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig,
+                     state: dict) -> None:
+    """A re-run of a finished run: no training step; the tokenizer and bundle are written again if missing."""
+    output_dir = training_args.output_dir
+    logger.warning("run complete: %s holds the final model at step %d of %d; nothing to train (another output_dir or "
+                   "--resume_from_checkpoint to train again)", output_dir, state["global_step"], state["max_steps"])
+    if not (Path(output_dir) / BUNDLE_DIR / "bundle.json").exists() and training_args.process_index == 0:
+        logger.warning("%s has no inference bundle: writing the tokenizer and bundle", output_dir)
+        _, tokenizer, _, counts, vocab_info, requests = load_model_and_data(script_args, training_args, model_args)
+        tokenizer.save_pretrained(output_dir)
+        save_bundle_extras(output_dir, script_args.token_db_dir, system_prompt=script_args.system_prompt,
+                           sft_counts=counts, vocab_info=vocab_info, train_requests=requests)
+    if training_args.process_index == 0 and not script_args.keep_checkpoints:
+        delete_checkpoints(output_dir)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     music3m-train-tokenizer --run_dir runs/spotify --config recipes/tokenizers/rqvae.yaml [--modalities BM,TC]
 
 Splits the tracks by track hash, trains each modality's quantizer on its present training rows (or one joint
-quantizer on all of them; a checkpoint with unchanged settings and inputs is reused), then encodes every track into
-the token database. FusID's co-occurrence pairs come only from the training playlists and training tracks.
+quantizer on all of them; a checkpoint with unchanged settings and inputs is reused, so a killed run resumes with
+its finished modalities and retrains the one it was training), then encodes every track into the token database.
+FusID's co-occurrence pairs come only from the training playlists and training tracks.
 """
 
 from __future__ import annotations
@@ -51,11 +52,24 @@ def write_split(out_dir: Path, track_ids: list[str], is_test: np.ndarray, cfg: T
     return split
 
 
-def _drop_log_lines(log_path: Path, modality: str) -> None:
-    """Remove a modality's earlier epochs from the log before it is retrained (other modalities' lines stay)."""
+def _log_modality(line: str) -> str | None:
+    try:
+        return json.loads(line).get("modality")
+    except json.JSONDecodeError:  # a line cut short by a killed run
+        return None
+
+
+def _clear_for_training(out_dir: Path, modality: str) -> None:
+    """Before a modality is (re)trained: remove its checkpoint record (a run killed while retraining must not leave
+    an old record over new weights), its earlier epochs in the log (other modalities' lines stay), and any line a
+    killed run left unfinished."""
+    (out_dir / modality / CHECKPOINT_RECORD).unlink(missing_ok=True)
+    log_path = out_dir / LOG_FILE
     if log_path.exists():
         lines = log_path.read_text().splitlines(keepends=True)
-        log_path.write_text("".join(ln for ln in lines if json.loads(ln).get("modality") != modality))
+        tmp = log_path.with_suffix(".tmp")  # replaced in one step: a kill here loses no other modality's lines
+        tmp.write_text("".join(ln for ln in lines if ln.endswith("\n") and _log_modality(ln) not in (None, modality)))
+        tmp.replace(log_path)
 
 
 def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, out_dir: Path):
@@ -102,7 +116,7 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     x_train, x_test = payload[0](), payload[1]()
     quantizer = build_quantizer(cfg)
     log_path = out_dir / LOG_FILE
-    _drop_log_lines(log_path, modality)
+    _clear_for_training(out_dir, modality)
     history: list[dict] = []
     t0 = time.time()
     with open(log_path, "a", encoding="utf-8") as fh, \
@@ -132,7 +146,7 @@ def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: Emb
     quantizers = {m: build_quantizer(cfg) for m in jobs}
     log_path = out_dir / LOG_FILE
     for m in jobs:
-        _drop_log_lines(log_path, m)
+        _clear_for_training(out_dir, m)
     histories: dict[str, list[dict]] = {m: [] for m in jobs}
     t0 = time.time()
     with open(log_path, "a", encoding="utf-8") as fh, \
@@ -224,6 +238,7 @@ def run_joint(cfg: TrainConfig) -> dict:
             pairs, scores, pair_record = load_pairs(cfg, track_ids, train_rows)
         log_path = out_dir / LOG_FILE
         log_path.unlink(missing_ok=True)
+        record_path.unlink(missing_ok=True)  # written again once the new checkpoint is complete
         history: list[dict] = []
         t0 = time.time()
         with open(log_path, "a", encoding="utf-8") as fh, \

@@ -1,21 +1,33 @@
-"""Stage 1a: a catalog source -> `run_dir/catalog.parquet`, `playlists.jsonl`, `rejected.jsonl`, `ingest_manifest.json`.
+"""Stage 1a: a catalog source -> `run_dir/catalog.parquet`, `playlists.jsonl`, `rejected.jsonl`,
+`rejected_playlists.jsonl`, `ingest_manifest.json`.
 
     music3m-ingest --source spotify --input spotify_songs.csv --run_dir runs/spotify    (or --source demo | catalog)
 
-Every record is validated (data_gen/catalog/reader.py): `--on_error fail` stops at the first bad row, `--on_error skip`
-writes it to rejected.jsonl. The manifest's counts reconcile: read = kept + duplicates_merged + rejected.
+Every record and playlist is validated (data_gen/catalog/reader.py, playlists.py): `--on_error fail` stops at the
+first bad row, `--on_error skip` writes it to its rejected file. The manifest's counts reconcile: read = kept +
+duplicates_merged + rejected for tracks, playlists_read = playlists + playlists_rejected for playlists. Outputs are
+written into a staging folder and moved into place only when the whole stage succeeded; the manifest records their
+checksums, so that later stages can refuse a run directory whose files are not the ones it describes.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import parse_config
 from common.manifest import write_manifest
-from data_gen.catalog.playlists import Playlist, read_id_list, read_playlists, write_playlists
+from data_gen.catalog.playlists import PlaylistReader, ingest_playlists, read_id_list
 from data_gen.catalog.reader import CatalogError, RowError, catalog_track_ids, ingest_records, iter_raw_records
+
+MANIFEST = "ingest_manifest.json"
+# output name in the manifest -> file in the run directory (playlists only when there are any)
+OUTPUTS = {"catalog": "catalog.parquet", "rejected": "rejected.jsonl", "playlists": "playlists.jsonl",
+           "rejected_playlists": "rejected_playlists.jsonl"}
+STAGING = ".ingest.staging"
 
 
 @dataclass
@@ -29,8 +41,9 @@ class IngestConfig:
     input: str | None = field(default=None, metadata={"help": "input file (spotify CSV or catalog file)"})
     playlists: str | None = field(default=None, metadata={
         "help": "playlists/sessions JSONL for --source catalog (playlist_id, name, tracks)"})
-    on_error: str = field(default="fail", metadata={"help": "bad rows: fail (stop) or skip (write to rejected.jsonl)",
-                                                      "choices": ["fail", "skip"]})
+    on_error: str = field(default="fail", metadata={
+        "help": "bad rows and playlists: fail (stop) or skip (write to rejected.jsonl / rejected_playlists.jsonl)",
+        "choices": ["fail", "skip"]})
     download: bool = field(default=False, metadata={"help": "spotify: download the public CSV into the cache"})
     cache_dir: str | None = field(default=None, metadata={"help": "download cache (default ~/.cache/music3m)"})
     exclude_tag_playlists: str | None = field(default=None, metadata={
@@ -39,30 +52,45 @@ class IngestConfig:
     seed: int = field(default=0, metadata={"help": "demo: generator seed"})
 
 
-def _filter_playlists(playlists: list[Playlist], known: set[str]) -> tuple[list[Playlist], int]:
-    """Drop playlist entries whose track was rejected; report how many were dropped (nothing vanishes silently)."""
-    dropped = 0
-    out = []
-    for p in playlists:
-        kept = [t for t in p.tracks if t in known]
-        dropped += len(p.tracks) - len(kept)
-        if kept:
-            out.append(Playlist(p.playlist_id, p.name, kept))
-    return out, dropped
+def _commit(staging: Path, run_dir: Path) -> None:
+    """Move the staged outputs into the run directory, the manifest last. An output this run did not produce is
+    removed (an old playlists.jsonl must not pass for this run's). Until the manifest is replaced, a crash here
+    leaves files that the old manifest's checksums do not match, which later stages refuse."""
+    for name in OUTPUTS.values():
+        if (staging / name).exists():
+            os.replace(staging / name, run_dir / name)
+        else:
+            (run_dir / name).unlink(missing_ok=True)
+    os.replace(staging / MANIFEST, run_dir / MANIFEST)
 
 
 def run(cfg: IngestConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    catalog_path, rejected_path = run_dir / "catalog.parquet", run_dir / "rejected.jsonl"
+    staging = run_dir / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        counts = _ingest(cfg, run_dir, staging)
+        _commit(staging, run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts
+
+
+def _ingest(cfg: IngestConfig, run_dir: Path, staging: Path) -> dict:
     source_counts: dict = {}
-    inputs: dict[str, Path | None] = {}
+    inputs: dict[str, Path | str | None] = {}
+    playlist_records = None
+    playlists_label = None
     if cfg.source == "demo":
         from data_gen.catalog.sources.demo import generate_demo
 
         raw, playlists = generate_demo(cfg.num_tracks, cfg.seed)
-        records = ((i, rec) for i, rec in enumerate(raw, start=1))
+        records = list(enumerate(raw, start=1))
         file_label = f"demo(num_tracks={cfg.num_tracks}, seed={cfg.seed})"
+        playlist_records = [(i, p.to_json()) for i, p in enumerate(playlists, start=1)]
+        playlists_label = f"{file_label} playlists"
     elif cfg.source == "spotify":
         from data_gen.catalog.sources.spotify import download_spotify, load_spotify
 
@@ -72,32 +100,38 @@ def run(cfg: IngestConfig) -> dict:
                 raise CatalogError("--source spotify needs --input PATH or --download")
             path = download_spotify(cfg.cache_dir)
         exclude = read_id_list(cfg.exclude_tag_playlists) if cfg.exclude_tag_playlists else set()
-        rows, playlists, source_counts = load_spotify(path, exclude_tag_playlists=exclude)
-        records = iter(rows)
+        records, playlists, source_counts = load_spotify(path, exclude_tag_playlists=exclude)
         file_label = str(path)
         inputs = {"input": path, "exclude_tag_playlists": cfg.exclude_tag_playlists}
+        playlist_records = [(i, p.to_json()) for i, p in enumerate(playlists, start=1)]
+        playlists_label = f"{path} (playlists)"
     else:
         if not cfg.input:
             raise CatalogError("--source catalog needs --input PATH")
         records = iter_raw_records(cfg.input)
         file_label = cfg.input
-        playlists = []
         inputs = {"input": Path(cfg.input), "playlists": cfg.playlists}
+        if cfg.playlists:
+            playlist_records = PlaylistReader(cfg.playlists)  # checked before the catalog is read
+            playlists_label = cfg.playlists
 
-    report = ingest_records(records, file_label, catalog_path, rejected_path, on_error=cfg.on_error)
-    known = set(catalog_track_ids(catalog_path))
-    if cfg.source == "catalog" and cfg.playlists:
-        playlists = read_playlists(cfg.playlists)
-    playlists, dropped = _filter_playlists(playlists, known)
-    n_playlists = write_playlists(playlists, run_dir / "playlists.jsonl") if playlists else 0
-    if not playlists:
-        (run_dir / "playlists.jsonl").unlink(missing_ok=True)
-    counts = {**report.to_json(), "source_counts": source_counts, "playlists": n_playlists,
-              "playlist_entries_dropped_for_rejected_tracks": dropped,
-              "playlist_entries": sum(len(p.tracks) for p in playlists)}
-    write_manifest(run_dir / "ingest_manifest.json", "ingest", cfg, inputs=inputs, counts=counts,
-                   extra={"outputs": {"catalog": str(catalog_path), "rejected": str(rejected_path),
-                                      "playlists": str(run_dir / "playlists.jsonl") if n_playlists else None}})
+    staged = {name: staging / file for name, file in OUTPUTS.items()}
+    report = ingest_records(records, file_label, staged["catalog"], staged["rejected"], on_error=cfg.on_error)
+    counts = {**report.to_json(), "source_counts": source_counts}
+    warnings = list(report.warnings)
+    if playlist_records is not None:
+        known = set(catalog_track_ids(staged["catalog"]))
+        preport = ingest_playlists(playlist_records, playlists_label, known, report.rejected_track_ids,
+                                   staged["playlists"], staged["rejected_playlists"], on_error=cfg.on_error)
+        counts.update(preport.to_counts())
+        warnings += preport.warnings
+        if not preport.kept:
+            staged["playlists"].unlink()
+    else:
+        counts.update({"playlists_read": 0, "playlists": 0, "playlists_rejected": 0, "playlist_entries": 0})
+    counts["warnings"] = warnings
+    outputs = {name: path for name, path in staged.items() if path.exists()}
+    write_manifest(staging / MANIFEST, "ingest", cfg, inputs=inputs, counts=counts, outputs=outputs)
     return counts
 
 
@@ -108,13 +142,30 @@ def main(argv: list[str] | None = None) -> None:
     except (CatalogError, RowError) as err:
         print(f"error: {err}", file=sys.stderr)
         if isinstance(err, RowError):
-            print("hint: --on_error skip writes bad rows to rejected.jsonl and keeps going", file=sys.stderr)
+            print("hint: --on_error skip writes bad rows to rejected.jsonl (bad playlists to "
+                  "rejected_playlists.jsonl) and keeps going", file=sys.stderr)
+        print(f"{cfg.run_dir}: left as it was (no output written)", file=sys.stderr)
         sys.exit(2)
+    run_dir = Path(cfg.run_dir)
+    src = counts["source_counts"]
+    if "csv_rows" in src:  # spotify: one CSV row per (playlist, track) membership
+        print(f"{src['csv_rows']:,} CSV rows = {src['unique_tracks']:,} tracks + {src['membership_rows_merged']:,} "
+              f"membership rows merged + {src['rows_rejected_here']:,} rejected")
     print(f"read {counts['read']:,} records: kept {counts['kept']:,}, merged duplicates "
           f"{counts['duplicates_merged']:,}, rejected {counts['rejected']:,}; {counts['playlists']:,} playlists")
+    if counts["playlists_read"]:
+        print(f"read {counts['playlists_read']:,} playlists: kept {counts['playlists']:,}, rejected "
+              f"{counts['playlists_rejected']:,}; {counts['playlist_entries']:,} entries kept, dropped: "
+              f"{counts['playlist_entries_dropped_not_in_catalog']:,} not in the catalog, "
+              f"{counts['playlist_entries_dropped_rejected_tracks']:,} of rejected tracks, "
+              f"{counts['playlist_entries_dropped_duplicates']:,} repeated")
     if counts["rejected"]:
-        print(f"rejected rows: {Path(cfg.run_dir) / 'rejected.jsonl'}")
-    print(f"catalog: {Path(cfg.run_dir) / 'catalog.parquet'}")
+        print(f"rejected rows: {run_dir / OUTPUTS['rejected']}")
+    if counts["playlists_rejected"]:
+        print(f"rejected playlists: {run_dir / OUTPUTS['rejected_playlists']}")
+    for message in counts["warnings"]:
+        print(f"warning: {message}")
+    print(f"catalog: {run_dir / OUTPUTS['catalog']}")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ playlists_eval.jsonl through `--playlists`.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import parse_config
-from common.manifest import file_sha256
+from common.manifest import ManifestMismatch, file_sha256, verify_outputs
+from data_gen.catalog.ingest import MANIFEST, OUTPUTS
 from data_gen.catalog.playlists import read_playlists, split_playlists, write_playlists
+from data_gen.catalog.reader import CatalogError, RowError
 
 
 @dataclass
@@ -29,7 +32,9 @@ class SplitConfig:
 
 
 def run(cfg: SplitConfig) -> dict:
-    src = Path(cfg.playlists or Path(cfg.run_dir) / "playlists.jsonl")
+    src = Path(cfg.playlists or Path(cfg.run_dir) / OUTPUTS["playlists"])
+    if not cfg.playlists and (Path(cfg.run_dir) / MANIFEST).exists():  # the run's own playlists: the ones ingest wrote
+        verify_outputs(Path(cfg.run_dir) / MANIFEST, {"playlists": OUTPUTS["playlists"]})
     playlists = read_playlists(src)
     train, evaluation = split_playlists(playlists, cfg.eval_fraction, cfg.seed)
     out = Path(cfg.out_dir or Path(cfg.run_dir) / "splits")
@@ -46,7 +51,11 @@ def run(cfg: SplitConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    info = run(parse_config(SplitConfig, argv))
+    try:
+        info = run(parse_config(SplitConfig, argv))
+    except (ManifestMismatch, CatalogError, RowError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"{info['train']} train / {info['eval']} eval playlists (seed {info['seed']})")
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from common.config import parse_config
 from common.manifest import file_sha256, write_manifest
@@ -155,7 +157,7 @@ def dataset_rows(cfg: DqtConfig, prompt: Prompt, items: list[dict]) -> list[dict
     """The D_qt rows in plan order: template slots written now, LLM slots from items.jsonl (failed ones absent)."""
     by_key = {r["key"]: r for r in items}
     rows, tmpl_version = [], templates_version()
-    for s in plan(cfg):
+    for s in tqdm(plan(cfg), desc="D_qt rows", unit="request", file=sys.stderr, disable=None, mininterval=2):
         if s.source == "template":
             rows.append({"track_id": s.facts.track_id,
                          "query": template_query(s.facts, s.intent, s.slot, cfg.seed, cfg.templates),

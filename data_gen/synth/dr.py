@@ -159,13 +159,15 @@ def run_derived(cfg: DrConfig) -> dict:
     activity_words = sorted({w for ws in ACTIVITIES.values() for w in ws})
     codes, base, members = {}, {}, {}
     if cfg.token_db_dir:
-        from tokenizer_ext.token_db import TokenDB
+        # the level-1 codes straight from token_db.parquet (columns track_id, <MOD>_1, ...): data_gen comes before
+        # tokenizer_ext in the pipeline, so it reads the file, not the TokenDB class
+        import pyarrow.parquet as pq
 
-        db = TokenDB.load(cfg.token_db_dir)
-        row_of = db.row_of()
-        for m in db.modalities:
-            if m in MODALITY_NAMES:
-                codes[m] = db.codes[m][:, 0]
+        table = pq.read_table(Path(cfg.token_db_dir) / "token_db.parquet")
+        row_of = {t: i for i, t in enumerate(table.column("track_id").to_pylist())}
+        for m in MODALITY_NAMES:
+            if f"{m}_1" in table.column_names:
+                codes[m] = table.column(f"{m}_1").to_numpy().astype(np.int64)
                 present = codes[m][codes[m] >= 0]
                 counts = np.bincount(present) if len(present) else np.zeros(1)
                 base[m] = float((counts * (counts - 1)).sum()) / max(1, len(present) * (len(present) - 1))

@@ -1,8 +1,10 @@
 """Async generation engine for D_qt and D_r: `generate(jobs, validate, cfg, out_dir)` -> items.jsonl / failures.jsonl.
 
-Any OpenAI-compatible endpoint through `openai.AsyncOpenAI`, with bounded concurrency, backoff on transient faults,
-the response cache of llm_store, a new attempt while `validate` raises InvalidOutput (up to `max_attempts`), and
-resume: each finished item goes to exactly one of the two logs, and a restarted run skips it.
+Any OpenAI-compatible endpoint through `openai.AsyncOpenAI`, with bounded concurrency, a deadline per request,
+backoff on transient faults (timeouts, connection errors, 408, 429, 5xx; other 4xx are the request's fault and are
+not retried), the response cache of llm_store, a new attempt while `validate` raises InvalidOutput (up to
+`max_attempts`), two breakers (items failing on transport/HTTP errors, outputs failing validation, each N in a row),
+and resume: each finished item goes to exactly one of the two logs, and a restarted run skips it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from data_gen.synth.track_facts import stable_hash
 
 @dataclass(kw_only=True)
 class ClientConfig:
-    """Settings of the LLM endpoint and of the generation engine (shared by data_gen.synth.dqt and data_gen.synth.dr)."""
+    """Settings of the LLM endpoint and of the generation engine (shared by data_gen.synth.dqt and .dr)."""
 
     base_url: str = field(default="http://127.0.0.1:8765/v1", metadata={
         "help": "OpenAI-compatible endpoint (python -m data_gen.synth.llm_server start serves one on port 8765)"})
@@ -36,9 +38,12 @@ class ClientConfig:
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={
         "help": "environment variable with the API key ('sk-local' when unset: local servers need none)"})
     concurrency: int = field(default=8, metadata={"help": "requests in flight at most"})
-    timeout: float = field(default=120.0, metadata={"help": "seconds per request before it counts as a timeout"})
+    timeout: float = field(default=120.0, metadata={
+        "help": "deadline in seconds for a whole request (connect, wait, read), after which it counts as a timeout "
+                "and is retried; a server that sends its answer slowly cannot hold a request longer than this"})
     max_retries: int = field(default=5, metadata={
-        "help": "retries of transient faults (timeout, connection, 429, 5xx) per attempt"})
+        "help": "retries of transient faults (timeout, connection, 408, 429, 5xx) per attempt; other 4xx are "
+                "never retried"})
     max_attempts: int = field(default=3, metadata={
         "help": "attempts (a new seed each) before invalid output is recorded as a failure"})
     backoff_base: float = field(default=0.5, metadata={"help": "first backoff delay in seconds (doubles per retry)"})
@@ -52,7 +57,11 @@ class ClientConfig:
         "help": "constrain output: schema (response_format json_object + JSON schema: llama.cpp compiles it to a "
                 "grammar), json_object (any JSON), off", "choices": ["schema", "json_object", "off"]})
     abort_after: int = field(default=20, metadata={
-        "help": "stop the run after this many items in a row failed on transport/HTTP errors (endpoint down)"})
+        "help": "stop the run after this many items in a row failed on transport/HTTP errors (endpoint down, or "
+                "every request rejected with a 4xx)"})
+    abort_after_invalid: int = field(default=50, metadata={
+        "help": "stop the run after this many outputs in a row failed validation (prose, wrong keys: the model or "
+                "--json_mode does not produce the format); 0: never"})
     retry_failed: bool = field(default=False, metadata={
         "help": "re-attempt items whose recorded failure was a transport/HTTP error (not invalid output)"})
     cache: bool = field(default=True, metadata={"help": "use the response cache (off: every request is sent)"})
@@ -80,6 +89,10 @@ class InvalidOutput(ValueError):
 
 class EndpointDown(RuntimeError):
     """Too many items in a row failed on transport/HTTP errors: the run stops instead of failing every item."""
+
+
+class OutputsInvalid(RuntimeError):
+    """Too many outputs in a row failed validation: the run stops instead of spending max_attempts on every item."""
 
 
 class RequestFailed(Exception):
@@ -135,17 +148,30 @@ def _retry_after(err: Exception) -> float | None:
 
 
 def _transient_reason(err: Exception) -> str | None:
-    """Reason code of a retryable fault, or None for a fault that retrying cannot fix."""
-    if isinstance(err, openai.APITimeoutError):
+    """Reason code of a retryable fault, or None for a fault that retrying cannot fix (a 4xx other than 408/429)."""
+    if isinstance(err, (openai.APITimeoutError, TimeoutError)):  # TimeoutError: the request's deadline passed
         return "timeout"
     if isinstance(err, openai.APIConnectionError):
         return "connection"
     if isinstance(err, openai.APIStatusError):
         code = err.status_code
-        return "http_429" if code == 429 else f"http_{code}" if code >= 500 else None
+        return f"http_{code}" if code in (408, 429) or code >= 500 else None
     if isinstance(err, (openai.APIResponseValidationError, json.JSONDecodeError, IndexError, AttributeError)):
         return "bad_response"
     return None
+
+
+def _http_error_detail(err: openai.APIStatusError) -> str:
+    """The server's own error message of an HTTP error (what a 4xx says is wrong with the request)."""
+    body = err.body
+    error = body.get("error", body) if isinstance(body, dict) else body
+    message = error.get("message") if isinstance(error, dict) else error
+    if not message:
+        try:
+            message = err.response.text
+        except Exception:  # noqa: BLE001 -- a body that cannot be read: the status alone
+            message = ""
+    return f"HTTP {err.status_code}: {str(message).strip()[:300] or '(no message)'}"
 
 
 @dataclass
@@ -189,6 +215,9 @@ class Engine:
         self.response_format = response_format
         self.stats = Stats()
         self.failed_in_a_row = 0  # items that ended on RequestFailed since the last response
+        self.last_failure: RequestFailed | None = None
+        self.invalid_in_a_row: list[InvalidOutput] = []  # outputs that failed validation since the last valid one
+        self.last_invalid_raw = ""
         self.sleep = asyncio.sleep  # tests swap in a recorder to check the backoff schedule
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.out_dir
         self.cache = ResponseCache(cache_dir / "responses.sqlite") if cfg.cache else None
@@ -215,15 +244,20 @@ class Engine:
         for retry in range(self.cfg.max_retries + 1):
             self.stats.requests_sent += 1
             try:
-                resp = await client.chat.completions.create(model=self.cfg.model, messages=messages, **params)
+                # the client's timeout bounds each read; this bounds the request, however slowly bytes arrive
+                async with asyncio.timeout(self.cfg.timeout):
+                    resp = await client.chat.completions.create(model=self.cfg.model, messages=messages, **params)
                 content = resp.choices[0].message.content or ""
             except Exception as err:  # noqa: BLE001 -- classified right below
                 reason = _transient_reason(err)
                 if reason is None:
-                    status = getattr(err, "status_code", None)
-                    raise RequestFailed(f"http_{status}" if status else type(err).__name__, str(err)[:300]) from err
+                    if isinstance(err, openai.APIStatusError):
+                        raise RequestFailed(f"http_{err.status_code}", _http_error_detail(err)) from err
+                    raise RequestFailed(type(err).__name__, str(err)[:300]) from err
                 if retry == self.cfg.max_retries:
-                    raise RequestFailed(reason, f"still failing after {retry} retries: {str(err)[:200]}") from err
+                    what = _http_error_detail(err) if isinstance(err, openai.APIStatusError) else \
+                        str(err)[:200] or f"no answer within {self.cfg.timeout:g}s"
+                    raise RequestFailed(reason, f"still failing after {retry} retries: {what}") from err
                 self.stats.retries[reason] += 1
                 await self.sleep(self.backoff(retry, err))
                 continue
@@ -247,6 +281,7 @@ class Engine:
             except RequestFailed as err:
                 reason, detail = err.reason, err.detail
                 self.failed_in_a_row += 1
+                self.last_failure = err
                 break
             self.failed_in_a_row = 0
             self.stats.outputs_checked += 1
@@ -255,7 +290,11 @@ class Engine:
             except InvalidOutput as err:
                 self.stats.invalid[err.reason] += 1
                 reason, detail = f"invalid_{err.reason}", str(err)
+                self.invalid_in_a_row.append(err)
+                self.last_invalid_raw = raw
+                self.check_invalid_breaker()  # raises before this item is recorded: a re-run attempts it again
                 continue
+            self.invalid_in_a_row.clear()
             self.stats.outputs_valid += 1
             self.stats.first_attempt_valid += attempt == 0
             log.add_item({"key": job.key, "order": job.order, **job.meta, **parsed, "seed": seed,
@@ -266,6 +305,32 @@ class Engine:
         self.stats.items_failed += 1
         log.add_failure({"key": job.key, "order": job.order, **job.meta, "reason": reason, "detail": detail,
                          "raw": raw})
+
+    def check_invalid_breaker(self) -> None:
+        limit = self.cfg.abort_after_invalid
+        if limit and len(self.invalid_in_a_row) >= limit:
+            reasons = dict(Counter(err.reason for err in self.invalid_in_a_row))
+            raise OutputsInvalid(
+                f"{len(self.invalid_in_a_row)} outputs in a row failed validation ({reasons}); the last one: "
+                f"{self.last_invalid_raw[:160]!r}. Model {self.cfg.model!r} at {self.cfg.base_url} does not produce "
+                f"the expected JSON: check --model and --json_mode ({self.cfg.json_mode}; 'schema' needs a server "
+                "that honours response_format), or raise --abort_after_invalid (0: never stop). Finished items are "
+                "saved; after a fix (another --model or --json_mode), re-run with --overwrite")
+
+    def endpoint_down(self) -> EndpointDown:
+        """The breaker's error, naming what the endpoint answered: a 4xx is the request's fault, not an outage."""
+        failures = dict(self.stats.failures)
+        last = self.last_failure
+        if last is not None and last.reason.startswith("http_4") and last.reason not in ("http_408", "http_429"):
+            return EndpointDown(
+                f"{self.failed_in_a_row} items in a row were rejected by {self.cfg.base_url} ({failures}); the last "
+                f"answer: {last.detail}. A client error is not retried: check --model ({self.cfg.model!r}), "
+                f"--base_url, the API key (${self.cfg.api_key_env}) and the request options (--json_mode, "
+                "--max_tokens). Finished items are saved: fix the request and re-run with --retry_failed")
+        detail = f"; the last: {last.reason}: {last.detail}" if last is not None else ""
+        return EndpointDown(f"{self.failed_in_a_row} items in a row failed ({failures}){detail}; is "
+                            f"{self.cfg.base_url} up? Finished items are saved: fix the endpoint and re-run with "
+                            "--retry_failed")
 
     async def run(self, jobs: Iterable[Job], total: int | None = None) -> dict:
         log = ResultLog(self.out_dir, retry_failed=self.cfg.retry_failed)
@@ -295,12 +360,10 @@ class Engine:
                     bar.update(1)
                     continue
                 await sem.acquire()
-                if errors:  # a bug, not a model fault: stop rather than fail every item
+                if errors:  # a breaker (OutputsInvalid) or a bug: stop rather than fail every item
                     raise errors[0]
                 if self.failed_in_a_row >= self.cfg.abort_after:
-                    raise EndpointDown(f"{self.failed_in_a_row} items in a row failed ({dict(self.stats.failures)}); "
-                                       f"is {self.cfg.base_url} up? Finished items are saved: fix the endpoint and "
-                                       "re-run with --retry_failed")
+                    raise self.endpoint_down()
                 task = asyncio.create_task(self.run_job(client, job, log))
                 pending.add(task)
                 task.add_done_callback(finished)
@@ -360,7 +423,7 @@ def run_generation_command(run: Callable[[object], dict], cfg: object) -> dict:
     except KeyboardInterrupt:
         print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as err:  # EndpointDown, or an output folder of another run
+    except RuntimeError as err:  # EndpointDown, OutputsInvalid, or an output folder of another run
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if result.get("report"):  # no report where no LLM was asked (playlists source, derived labels)

@@ -1,9 +1,11 @@
 """The embedding store of a run directory: `embeddings/` -> track order, per-modality matrices, presence masks.
 
     tracks.parquet (track_id of row i), <MOD>.npy (float32 [num_tracks, dim]), presence.npy (bool [num_tracks, 9],
-    registry order), <MOD>.json (status, dim, present count, vectorizer state), manifest.json
+    registry order), <MOD>.json (status, dim, present count, vectorizer state, the inputs it was built from: catalog
+    sha256, and for TC the playlists and exclusion list with their sha256), manifest.json
 
 Rows whose presence is False hold a fill, never data. Matrices are memory-mapped, so later stages stream them.
+A modality being computed lives in <MOD>.partial.npy / .partial.presence.npy / .progress.json until it is finished.
 """
 
 from __future__ import annotations

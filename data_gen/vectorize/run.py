@@ -2,8 +2,10 @@
 
     music3m-vectorize --run_dir runs/spotify [--modalities BM,ST,TC] [--tc_exclude_playlists ids.txt]
 
-Each modality is streamed in chunks into a memory-mapped matrix, with progress saved per chunk: a crashed run resumes
-and a finished modality is skipped. A modality with no input is recorded as absent (no matrix, presence 0).
+Each modality is streamed in chunks into a memory-mapped `<MOD>.partial.npy`, with progress saved per chunk: a crashed
+run resumes there, and only a finished modality replaces `<MOD>.npy`, its presence column and `<MOD>.json` (a failed
+run leaves the previous ones as they were); a finished modality is skipped. A modality with no input is recorded as
+absent (no matrix, presence 0). The run directory must match its ingest_manifest.json (output checksums).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from common.config import parse_config
-from common.manifest import config_hash, file_sha256, write_manifest
+from common.manifest import ManifestMismatch, config_hash, file_sha256, verify_outputs, write_manifest
 from common.registry import MODALITIES, MODALITY_NAMES, get_modality, modality_index, parse_modalities
+from data_gen.catalog.ingest import MANIFEST as INGEST_MANIFEST
+from data_gen.catalog.ingest import OUTPUTS as INGEST_OUTPUTS
 from data_gen.catalog.playlists import read_id_list
 from data_gen.catalog.reader import read_catalog
 from data_gen.vectorize.base import Vectorizer
@@ -148,31 +152,58 @@ def _modality_settings(name: str, cfg: VectorizeConfig, inputs_digest: str) -> s
     return config_hash({"modality": name, "inputs": inputs_digest, **{k: getattr(cfg, k) for k in keys}})
 
 
-def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path, presence: np.ndarray,
-                       num_tracks: int, chunk_rows: int, settings: str) -> dict:
-    """Stream one modality into out_dir/<name>.npy with per-chunk progress; resumes a crashed run."""
-    npy, progress_path = out_dir / f"{name}.npy", out_dir / f"{name}.progress.json"
-    col = modality_index(name)
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _set_presence(out_dir: Path, col: int, values: np.ndarray | bool) -> None:
+    """Replace one modality's column of presence.npy (bool [tracks, 9], small) by rewriting the file atomically."""
+    mask = np.load(out_dir / "presence.npy")
+    mask[:, col] = values
+    _save_npy(out_dir / "presence.npy", mask)
+
+
+def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path, num_tracks: int, chunk_rows: int,
+                       settings: str, inputs: dict | None = None) -> dict:
+    """Stream one modality into out_dir/<name>.partial.npy with per-chunk progress (a crashed run resumes there);
+    when every row is done, move it to <name>.npy, its presence into presence.npy, and write <name>.json. Until
+    then the modality's previous files stay as they were."""
+    npy, partial = out_dir / f"{name}.npy", out_dir / f"{name}.partial.npy"
+    partial_presence, progress_path = out_dir / f"{name}.partial.presence.npy", out_dir / f"{name}.progress.json"
+    failures_path, partial_failures = out_dir / f"{name}.failures.jsonl", out_dir / f"{name}.partial.failures.jsonl"
+    kind = get_modality(name).kind
     t0 = time.time()
+    print(f"[{name}] preparing the {kind} vectorizer", file=sys.stderr)
     vec.fit(catalog)
     dim = vec.dim
     start = 0
-    if progress_path.exists() and npy.exists():
+    if progress_path.exists() and partial.exists() and partial_presence.exists():
         prog = json.loads(progress_path.read_text())
         if prog.get("settings") == settings and prog.get("dim") == dim:
             start = int(prog["rows_done"])
-    failures_path = out_dir / f"{name}.failures.jsonl"
     if start:
-        matrix = np.lib.format.open_memmap(npy, mode="r+")
+        matrix = np.lib.format.open_memmap(partial, mode="r+")
+        presence = np.lib.format.open_memmap(partial_presence, mode="r+")
         print(f"[{name}] resuming at row {start:,}/{num_tracks:,}", file=sys.stderr)
     else:
-        matrix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(num_tracks, dim))
-        failures_path.unlink(missing_ok=True)
+        progress_path.unlink(missing_ok=True)
+        matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(num_tracks, dim))
+        presence = np.lib.format.open_memmap(partial_presence, mode="w+", dtype=bool, shape=(num_tracks,))
+        partial_failures.unlink(missing_ok=True)
     row = 0
     failures_written = 0
     columns = sorted(set(vec.columns) | {"track_id"})
-    with tqdm(total=num_tracks, initial=start, desc=f"{name} ({get_modality(name).kind})", unit="track",
-              file=sys.stderr, disable=None) as bar:
+    tty = sys.stderr.isatty()  # in a log file, a line every 30 s instead of a redraw every 0.1 s
+    with tqdm(total=num_tracks, initial=start, desc=f"{name} ({kind})", unit="track", file=sys.stderr,
+              mininterval=0.1 if tty else 30.0, ascii=not tty) as bar:
         for batch in read_catalog(catalog, columns=columns, batch_rows=chunk_rows):
             n = batch.num_rows
             if row + n <= start:
@@ -184,37 +215,87 @@ def vectorize_modality(name: str, vec: Vectorizer, catalog: Path, out_dir: Path,
             if not np.isfinite(emb[present]).all():
                 raise ValueError(f"[{name}] non-finite values in rows {row}..{row + n - 1}")
             matrix[row:row + n] = emb
-            presence[row:row + n, col] = present
+            presence[row:row + n] = present
             row += n
             failures = getattr(vec, "failures", [])
             if len(failures) > failures_written:  # appended per chunk, so a resumed run keeps earlier ones
-                with open(failures_path, "a", encoding="utf-8") as fh:
+                with open(partial_failures, "a", encoding="utf-8") as fh:
                     fh.writelines(json.dumps(f, default=str) + "\n" for f in failures[failures_written:])
                 failures_written = len(failures)
             matrix.flush()
             presence.flush()
-            progress_path.write_text(json.dumps({"settings": settings, "dim": dim, "rows_done": row}))
+            _write_json(progress_path, {"settings": settings, "dim": dim, "rows_done": row})
             bar.update(n)
     if row != num_tracks:
         raise RuntimeError(f"[{name}] wrote {row} rows, catalog has {num_tracks}")
     del matrix
-    n_present = int(np.asarray(presence[:, col]).sum())
-    info = {"modality": name, "kind": get_modality(name).kind, "dim": dim, "present": n_present,
-            "absent": num_tracks - n_present, "settings": settings, "seconds": round(time.time() - t0, 2),
-            "state": vec.state()}
+    present_rows = np.array(presence, dtype=bool)
+    del presence
+    n_present = int(present_rows.sum())
+    info = {"modality": name, "kind": kind, "dim": dim, "present": n_present, "absent": num_tracks - n_present,
+            "settings": settings, "seconds": round(time.time() - t0, 2), "state": vec.state(),
+            "inputs": inputs or {}}
+    # The finished modality replaces the old one: record first (a crash below leaves "not computed", never a
+    # record over files it does not describe), then matrix, failures and presence, then the new record.
+    (out_dir / f"{name}.json").unlink(missing_ok=True)
     if n_present == 0:
-        npy.unlink()
+        partial.unlink()
+        npy.unlink(missing_ok=True)
         info["status"] = "absent"
         info["reason"] = "no track has data for this modality"
     else:
+        os.replace(partial, npy)
         info["status"] = "done"
-    if failures_path.exists():  # e.g. unreadable audio files: those tracks are absent, and this says why
+    if partial_failures.exists():  # e.g. unreadable audio files: those tracks are absent, and this says why
+        os.replace(partial_failures, failures_path)
         with open(failures_path, encoding="utf-8") as fh:
             info["failures"] = sum(1 for _ in fh)
         info["failures_file"] = str(failures_path)
-    (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    else:
+        failures_path.unlink(missing_ok=True)
+    _set_presence(out_dir, modality_index(name), present_rows)
+    _write_json(out_dir / f"{name}.json", info)
     progress_path.unlink(missing_ok=True)
+    partial_presence.unlink(missing_ok=True)
     return info
+
+
+def check_ingest_outputs(run_dir: Path, catalog: Path, catalog_sha: str, tc_playlists: Path) -> None:
+    """Refuse (ManifestMismatch) a run directory whose catalog.parquet or playlists.jsonl are not the ones that
+    ingest_manifest.json records, e.g. after a re-run of ingest that failed half-way or files copied in by hand."""
+    manifest = run_dir / INGEST_MANIFEST
+    if not manifest.exists():
+        return  # a catalog written without the ingest command: nothing to check against
+    files, known = {}, {}
+    if catalog.resolve() == (run_dir / INGEST_OUTPUTS["catalog"]).resolve():
+        files["catalog"], known["catalog"] = INGEST_OUTPUTS["catalog"], catalog_sha
+    if tc_playlists.resolve() == (run_dir / INGEST_OUTPUTS["playlists"]).resolve():
+        files["playlists"] = INGEST_OUTPUTS["playlists"]
+    if files and not verify_outputs(manifest, files, known):
+        print(f"warning: {manifest} records no output checksums (written by an older ingest): "
+              f"{', '.join(files.values())} not verified", file=sys.stderr)
+
+
+def _input(path: str | Path | None, sha: str | None = None) -> dict | None:
+    if not path or not Path(path).exists():
+        return None
+    return {"path": str(Path(path).resolve()), "sha256": sha or file_sha256(path)}
+
+
+def _start_catalog(out_dir: Path, catalog: Path, catalog_sha: str, num_tracks: int) -> None:
+    """A new catalog invalidates every modality: remove them all, then write the new row order and an empty
+    presence mask; catalog.sha256.json, written last, says that this finished."""
+    (out_dir / "catalog.sha256.json").unlink(missing_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    for m in MODALITY_NAMES:
+        for suffix in (".json", ".npy", ".progress.json", ".partial.npy", ".partial.presence.npy",
+                       ".failures.jsonl", ".partial.failures.jsonl"):
+            (out_dir / f"{m}{suffix}").unlink(missing_ok=True)
+    tmp = out_dir / "tracks.parquet.tmp"
+    pq.write_table(pq.read_table(catalog, columns=["track_id"]), tmp)
+    os.replace(tmp, out_dir / "tracks.parquet")
+    _save_npy(out_dir / "presence.npy", np.zeros((num_tracks, len(MODALITIES)), dtype=bool))
+    _write_json(out_dir / "catalog.sha256.json", {"sha256": catalog_sha})
 
 
 def run(cfg: VectorizeConfig) -> dict:
@@ -223,34 +304,35 @@ def run(cfg: VectorizeConfig) -> dict:
     if not catalog.exists():
         raise FileNotFoundError(f"{catalog}: no catalog (run `python -m data_gen.catalog.ingest` first)")
     tc_playlists = Path(cfg.tc_playlists or run_dir / "playlists.jsonl")
+    catalog_sha = file_sha256(catalog)
+    check_ingest_outputs(run_dir, catalog, catalog_sha, tc_playlists)
     out_dir = run_dir / EMBEDDINGS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    ingest_manifest = run_dir / "ingest_manifest.json"
+    ingest_manifest = run_dir / INGEST_MANIFEST
     audio_base_dir = Path(cfg.audio_base_dir) if cfg.audio_base_dir else (
         Path(json.loads(ingest_manifest.read_text())["config"].get("input") or catalog).parent
         if ingest_manifest.exists() else catalog.parent)
 
     num_tracks = pq.ParquetFile(catalog).metadata.num_rows
-    catalog_sha = file_sha256(catalog)
-    tracks_path = out_dir / "tracks.parquet"
-    tracks_fresh = not tracks_path.exists() or json.loads(
-        (out_dir / "catalog.sha256.json").read_text() if (out_dir / "catalog.sha256.json").exists() else "{}"
-    ).get("sha256") != catalog_sha
-    if tracks_fresh:  # a new catalog invalidates every modality
-        for m in MODALITY_NAMES:
-            for suffix in (".npy", ".json", ".progress.json"):
-                (out_dir / f"{m}{suffix}").unlink(missing_ok=True)
-        pq.write_table(pq.read_table(catalog, columns=["track_id"]), tracks_path)
-        np.lib.format.open_memmap(out_dir / "presence.npy", mode="w+", dtype=bool, shape=(num_tracks, len(MODALITIES)))
-        (out_dir / "catalog.sha256.json").write_text(json.dumps({"sha256": catalog_sha}))
-    presence = np.lib.format.open_memmap(out_dir / "presence.npy", mode="r+")
+    sha_file = out_dir / "catalog.sha256.json"
+    recorded = json.loads(sha_file.read_text()).get("sha256") if sha_file.exists() else None
+    if recorded != catalog_sha or not (out_dir / "tracks.parquet").exists():
+        _start_catalog(out_dir, catalog, catalog_sha, num_tracks)
 
     counts = _non_null_counts(catalog)
     encoders = _Encoders(cfg)
     results: dict[str, dict] = {}
     tc_sha = file_sha256(tc_playlists) if tc_playlists.exists() else ""
+    exclude_sha = file_sha256(cfg.tc_exclude_playlists) if cfg.tc_exclude_playlists else ""
     for name in parse_modalities(cfg.modalities):
-        inputs_digest = catalog_sha + (tc_sha if name == "TC" else "")
+        # What each record says it was built from; TC's playlists and exclusion list are what the leakage
+        # report of the evaluations reads (their content, not just their path, is in the settings hash).
+        inputs = {"catalog": _input(catalog, catalog_sha)}
+        inputs_digest = catalog_sha
+        if name == "TC":
+            inputs.update(playlists=_input(tc_playlists, tc_sha),
+                          tc_exclude_playlists=_input(cfg.tc_exclude_playlists, exclude_sha))
+            inputs_digest += tc_sha + exclude_sha
         settings = _modality_settings(name, cfg, inputs_digest)
         info_path = out_dir / f"{name}.json"
         if info_path.exists() and not cfg.overwrite:
@@ -260,20 +342,20 @@ def run(cfg: VectorizeConfig) -> dict:
                 results[name] = info
                 continue
         if not _modality_has_input(name, counts, cfg, tc_playlists):
-            presence[:, modality_index(name)] = False
+            info_path.unlink(missing_ok=True)
             (out_dir / f"{name}.npy").unlink(missing_ok=True)
+            _set_presence(out_dir, modality_index(name), False)
             info = {"modality": name, "status": "absent", "dim": None, "present": 0, "absent": num_tracks,
-                    "settings": settings,
+                    "settings": settings, "inputs": inputs,
                     "reason": f"catalog has no values in {', '.join(get_modality(name).fields) or 'playlists'}"}
-            info_path.write_text(json.dumps(info, indent=2) + "\n")
+            _write_json(info_path, info)
             print(f"[{name}] absent from this catalog", file=sys.stderr)
             results[name] = info
             continue
         vec = build_vectorizer(name, cfg, counts, encoders, tc_playlists, audio_base_dir)
-        results[name] = vectorize_modality(name, vec, catalog, out_dir, presence, num_tracks, cfg.chunk_rows, settings)
+        results[name] = vectorize_modality(name, vec, catalog, out_dir, num_tracks, cfg.chunk_rows, settings, inputs)
         print(f"[{name}] {results[name]['status']}: dim {results[name]['dim']}, "
               f"{results[name]['present']:,}/{num_tracks:,} present, {results[name]['seconds']}s", file=sys.stderr)
-    presence.flush()
     summary = {"tracks": num_tracks,
                "modalities": {m: {k: results[m].get(k) for k in ("status", "dim", "present", "absent")}
                               for m in results}}
@@ -287,7 +369,11 @@ def run(cfg: VectorizeConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(VectorizeConfig, argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except (ManifestMismatch, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     print("| modality | status | dim | present | absent |\n|---|---|---|---|---|")
     for m, s in summary["modalities"].items():
         print(f"| {m} | {s['status']} | {s['dim'] or '-'} | {s['present']:,} | {s['absent']:,} |")

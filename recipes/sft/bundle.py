@@ -59,3 +59,46 @@ def save_bundle_extras(output_dir: str | Path, token_db_dir: str | Path, system_
         (out / TRAIN_REQUESTS).write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
     (out / "bundle.json").write_text(json.dumps(bundle, indent=2, default=str) + "\n")
     return out
+
+
+def model_card(output_dir: str | Path, base_model: str, training: dict, evaluation: dict | None = None) -> str:
+    """The README.md of a bundle: base model, training data (D_qt files and sizes), token database (tokenizer,
+    modalities, tracks), evaluation figures when given, and how to load it and answer a request."""
+    out = Path(output_dir)
+    bundle = json.loads((out / BUNDLE_DIR / "bundle.json").read_text())
+    db = TokenDB.load(out / BUNDLE_DIR)
+    counts = bundle.get("sft_counts", {})
+    name = out.name
+    files = counts.get("dqt_files", {})
+    data_rows = "\n".join(f"| `{path}` | {v['rows']:,} | {v['repeat']} |" for path, v in files.items()) or \
+        "| (not recorded) | | |"
+    tasks = counts.get("alignment_tasks") or {}
+    method = db.tokenizer or "unknown"
+    lines = [
+        "---", f"base_model: {base_model}", "library_name: transformers",
+        "tags: [3MTokenRec, generative-retrieval, music, music-recommendation]", "---", "",
+        f"# {name}", "",
+        f"A 3MTokenRec generative music retriever: [{base_model}](https://huggingface.co/{base_model}) fine-tuned to "
+        "answer a listener's request with the semantic ID of a catalog track (`<begin_3MToken> ... <end_3MToken>`), "
+        "then matched against the token database shipped in `music3m/`.", "",
+        "## Training data", "",
+        f"- Requests (D_qt): {counts.get('train', 0):,} training / {counts.get('test', 0):,} held-out examples.", "",
+        "| D_qt file | rows | repeat per epoch |", "|---|---|---|", data_rows, "",
+        f"- Alignment tasks: {', '.join(f'{k} ({v:,})' for k, v in tasks.items()) or 'none'}.",
+        f"- Training: {', '.join(f'{k} {v}' for k, v in training.items())}.", "",
+        "## Token database", "",
+        f"- Tokenizer: {method}; code groups {', '.join(db.modalities)} "
+        f"(levels {', '.join(str(len(s)) for s in db.codebook_sizes.values())}); {db.num_tracks:,} tracks; "
+        f"{len(db.vocabulary()):,} tokens added to the vocabulary.", ""]
+    if evaluation:
+        lines += ["## Evaluation", "", *(f"- {k}: {v}" for k, v in evaluation.items()), ""]
+    lines += [
+        "## Usage", "", "```python", "from inference.recommend import Recommender", "",
+        f'rec = Recommender.from_pretrained("{out}")',
+        'print(rec.recommend(["play some 90s rock for a road trip"], k=5))', "```", "",
+        "```bash", f"music3m-recommend --bundle {out} --query \"play some 90s rock for a road trip\" --k 5",
+        f"music3m-serve --bundle {out}   # POST /recommend {{\"query\": ..., \"k\": 5}}, GET /health", "```", "",
+        "Both come from the music3m-recipes repository (`pip install -e .` in a clone).", ""]
+    text = "\n".join(lines)
+    (out / "README.md").write_text(text)
+    return text

@@ -39,6 +39,10 @@ class SFTScriptArguments:
     new_token_init_noise: float = field(default=0.0, metadata={
         "help": "std of seeded noise (relative to the old rows' std) added to the mean init of new rows"})
     max_train_samples: int | None = field(default=None, metadata={"help": "debug: cap the training examples"})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "keep the checkpoint-N folders once the final model and bundle are saved; off: they are deleted "
+                "then. A checkpoint holds the weights and the optimizer state (about 3x the model): a killed run "
+                "resumes from it either way, but continuing a finished run with a larger max_steps needs one kept"})
     fast_path: bool = field(default=False, metadata={
         "help": "pack each step's examples into one row (per-example varlen attention), LM head + loss on the "
                 "answer tokens only (recipes/sft/fast_path.py); same examples per step and same loss"})

@@ -182,7 +182,12 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     if hidden.is_cuda:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-        return LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)(weight, hidden, targets)
+        # The kernel multiplies outside autocast: float32 master weights meet bf16 hidden states here. Cast both to
+        # the dtype the head's matmul would run in (the autocast dtype, else the hidden states'); the cast is
+        # differentiable, so the float32 weight still gets its gradient.
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else hidden.dtype
+        loss = LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)
+        return loss(weight.to(dtype), hidden.to(dtype), targets)
     return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
 
 

@@ -234,3 +234,26 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger):
         losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
     (l0, g0), (l1, g1) = losses
     assert abs(l0 - l1) < 2e-2 * l0 and abs(g0 - g1) < 5e-2 * g0, losses
+
+
+@needs_cuda
+def test_fused_cross_entropy_with_float32_weights_under_bf16_autocast_cuda():
+    """The recipe's setting (float32 master weights, bf16 autocast): the fused loss and its weight gradient match
+    full float32 logits of the same bf16 products (this raised 'expected mat1 and mat2 to have the same dtype')."""
+    from recipes.sft.fast_path import linear_cross_entropy_sum
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w = (0.05 * torch.randn(4000, 128, generator=g, device="cuda")).requires_grad_()     # float32 weights
+    x = torch.randn(300, 128, generator=g, device="cuda")
+    y = torch.randint(0, 4000, (300,), generator=g, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        h = torch.nn.functional.linear(x, torch.eye(128, device="cuda"))                 # bf16 hidden states
+        fused = linear_cross_entropy_sum(h, w, y)
+    fused.backward()
+    grad = w.grad.clone()
+    w.grad = None
+    ref = F.cross_entropy((h.detach().bfloat16() @ w.bfloat16().T).float(), y, reduction="sum")
+    ref.backward()
+    torch.testing.assert_close(fused.float(), ref, rtol=2e-3, atol=1e-2)
+    torch.testing.assert_close(grad, w.grad, rtol=5e-2, atol=5e-3)
+

@@ -1,5 +1,6 @@
 """The SFT recipe end to end on CPU through `accelerate launch`: a tiny random Qwen2-shaped model, the real Qwen
-tokenizer files, a real token database + D_qt; loss falls, checkpoints resume at the right step, the bundle reloads."""
+tokenizer files, a real token database + D_qt; loss falls, a finished run trains on from its checkpoint at the right
+step, the bundle reloads."""
 
 import json
 import os
@@ -38,7 +39,7 @@ def workdir(tmp_path_factory):
     return d
 
 
-def _run(workdir: Path, name: str, processes: int = 1, **overrides) -> subprocess.CompletedProcess:
+def _command(workdir: Path, name: str, processes: int = 1, **overrides) -> list[str]:
     """The recipe through `accelerate launch` (1 process) or, for processes > 1, torch's own launcher: accelerate
     starts several CPU processes only through mpirun; with use_cpu each process joins a gloo DDP group."""
     cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
@@ -54,27 +55,34 @@ def _run(workdir: Path, name: str, processes: int = 1, **overrides) -> subproces
                 if processes == 1 else
                 ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
                  f"--master_port={29500 + os.getpid() % 1000}"])
-    return subprocess.run([sys.executable, *launcher, str(REPO / "recipes" / "sft_3mtoken.py"), "--config", str(path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    return [sys.executable, *launcher, str(REPO / "recipes" / "sft_3mtoken.py"), "--config", str(path)]
+
+
+def _run(workdir: Path, name: str, processes: int = 1, **overrides) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(workdir, name, processes, **overrides), capture_output=True, text=True, cwd=REPO,
+                          timeout=900)
 
 
 def _log_history(output_dir: Path) -> list[dict]:
     return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
 
 
-def test_sft_trains_resumes_and_reloads(workdir):
-    proc = _run(workdir, "run", max_steps=16, save_steps=8)
+def test_sft_trains_continues_and_reloads(workdir):
+    proc = _run(workdir, "run", max_steps=16, save_steps=8, keep_checkpoints=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = workdir / "run"
     losses = [h["loss"] for h in _log_history(out) if "loss" in h]
     assert len(losses) == 16 and np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-8"]
 
-    # resume: ask for 28 steps in the same output dir -> continues from checkpoint-16 at step 17
+    # a finished run trained further: ask for 28 steps in the same output dir -> continues from checkpoint-16 at
+    # step 17 (killed runs: tests/recipes/test_resume.py); without keep_checkpoints the checkpoints go at the end
     proc = _run(workdir, "run", max_steps=28, save_steps=8)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout + proc.stderr and "checkpoint-16" in proc.stdout + proc.stderr
     steps = [h["step"] for h in _log_history(out) if "loss" in h]
     assert steps == list(range(1, 29))  # no step repeated or skipped
+    assert not list(out.glob("checkpoint-*"))
     assert json.loads((out / "train_results.json").read_text())["train_runtime"] > 0
 
     bundle = load_bundle(out)
@@ -85,10 +93,11 @@ def test_sft_trains_resumes_and_reloads(workdir):
     # the reloaded model is the trained one: its loss on the training chats is far below the first steps' loss
     from recipes.sft.data import build_sft_dataset
 
-    data, _, _ = build_sft_dataset(workdir / "dqt.jsonl", TokenDB.load(workdir / "tok"), tok, bundle.config["system_prompt"])
+    data, _, _ = build_sft_dataset(workdir / "dqt.jsonl", TokenDB.load(workdir / "tok"), tok,
+                                   bundle.config["system_prompt"])
     with torch.no_grad():
-        batch_losses = [model(input_ids=torch.tensor([ex["input_ids"]]), labels=torch.tensor([ex["labels"]])).loss.item()
-                        for ex in data["train"]]
+        batch_losses = [model(input_ids=torch.tensor([ex["input_ids"]]),
+                              labels=torch.tensor([ex["labels"]])).loss.item() for ex in data["train"]]
     assert np.mean(batch_losses) < 0.6 * np.mean(losses[:3]), (batch_losses, losses[:3])
     prompt = tok.apply_chat_template([{"role": "user", "content": "play some 90s rock"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)

@@ -125,6 +125,7 @@ def load_spotify(path: str | Path, exclude_tag_playlists: set[str] | None = None
             key = _number(raw["key"], path, row, "key")
             features = [_number(raw[c], path, row, c) for c in SC_FEATURES]
         except RowError as err:
+            err.track_id = tid  # its playlist entries are then counted as dropped for a rejected track
             records.append((row, err))
             continue
         if features and features[-1] is not None:

@@ -180,7 +180,8 @@ def test_ingest_command_catalog_source_with_playlists(tmp_path):
                                      playlists=str(pls), on_error="skip"))
     assert (counts["read"], counts["kept"], counts["rejected"]) == (3, 2, 1)
     # the rejected track's playlist entry is dropped *and counted*
-    assert counts["playlist_entries_dropped_for_rejected_tracks"] == 1 and counts["playlist_entries"] == 2
+    assert counts["playlist_entries_dropped_rejected_tracks"] == 1 and counts["playlist_entries"] == 2
+    assert counts["playlist_entries_dropped_not_in_catalog"] == 0
     manifest = json.loads((tmp_path / "run" / "ingest_manifest.json").read_text())
     assert manifest["inputs"]["input"]["sha256"] and manifest["versions"]["pyarrow"]
     assert manifest["counts"]["kept"] == 2

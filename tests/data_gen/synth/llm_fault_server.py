@@ -6,9 +6,11 @@ when given. Good answers are deterministic in (user message, seed): a {"query": 
 JSON schema asks for "query", else nine 0..10 scores. Faults:
   timeout   answer after `slow_s` seconds (past the client timeout)     500 / 503   server error
   429       rate limited, with Retry-After: 1                           drop        close the connection unanswered
-  garbage   a 200 whose body is not JSON                                400         a client error (never retried)
+  garbage   a 200 whose body is not JSON                                400, 404    a client error (never retried)
+  trickle   a good answer sent one byte per `trickle_s` seconds         408         request timeout (retried)
   prose     content is prose, not JSON       wrongkeys / range     content with wrong keys / out-of-range numbers
-`prose`, `wrongkeys`, `range` and `400` without xN are permanent.
+Any other 3-digit NAME is answered with that HTTP status. `prose`, `wrongkeys`, `range`, `trickle` and the 4xx
+without xN are permanent.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def good_content(request: dict) -> str:
 class FaultServer:
     """`with FaultServer() as fs:` -> fs.base_url; fs.requests counts requests per item (user message)."""
 
-    def __init__(self, slow_s: float = 2.0, delay_s: float = 0.0, fault_of=None):
-        self.slow_s, self.delay_s, self.fault_of = slow_s, delay_s, fault_of
+    def __init__(self, slow_s: float = 2.0, delay_s: float = 0.0, fault_of=None, trickle_s: float = 0.02):
+        self.slow_s, self.delay_s, self.fault_of, self.trickle_s = slow_s, delay_s, fault_of, trickle_s
         self.requests: Counter = Counter()
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -78,6 +80,21 @@ class FaultServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _trickle(self, body: bytes) -> None:
+                """Headers at once, then the body one byte at a time: every read is quick, the whole is slow."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_s)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                    pass
+
             def do_GET(self):
                 self._send(200, json.dumps({"object": "list", "data": [{"id": "fault", "object": "model"}]}).encode())
 
@@ -95,10 +112,10 @@ class FaultServer:
                     self.close_connection = True
                     self.connection.close()
                     return
-                elif fault in ("500", "503", "400"):
-                    return self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode())
                 elif fault == "429":
                     return self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "1"})
+                elif fault is not None and fault.isdigit():
+                    return self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode())
                 elif fault == "garbage":
                     return self._send(200, b"<html>not json")
                 content = {"prose": "Sure! Here are the scores you asked for: all of them are high.",
@@ -109,6 +126,8 @@ class FaultServer:
                                      "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()),
                                   "total_tokens": len(text.split()) + len(content.split())}}
+                if fault == "trickle":
+                    return self._trickle(json.dumps(body).encode())
                 self._send(200, json.dumps(body).encode())
 
         return Handler

@@ -17,7 +17,7 @@ from data_gen.synth.dqt import DqtConfig, plan
 from data_gen.synth.dqt import run as dqt_run
 from data_gen.synth.dr import DrConfig, validate_scores
 from data_gen.synth.dr import run as dr_run
-from data_gen.synth.llm_client import ClientConfig, EndpointDown, Engine, Job
+from data_gen.synth.llm_client import ClientConfig, EndpointDown, Engine, Job, OutputsInvalid
 from data_gen.synth.llm_store import read_jsonl
 from tests.data_gen.synth.llm_fault_server import FaultServer, _digest
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir
@@ -190,3 +190,73 @@ def test_endpoint_down_stops_the_run_and_retry_failed_resumes(tmp_path):
         assert _run(engine, texts)["items_ok"] == 3
     items, failures = _outcome(tmp_path / "out")
     assert len(items) == 12 and not failures
+
+
+def test_timeout_is_a_deadline_for_the_whole_request(tmp_path):
+    """A server that sends its answer one byte at a time never trips a read timeout; the request's deadline does."""
+    texts = ["a fault=tricklex1", "b fault=trickle"]
+    with FaultServer(trickle_s=0.02) as fs:  # a ~350-byte answer: ~7 s if the client waited for all of it
+        engine, _ = _engine(fs.base_url, tmp_path / "out", timeout=0.5, max_retries=1, concurrency=2)
+        start = time.perf_counter()
+        report = _run(engine, texts)
+        wall = time.perf_counter() - start
+        per_item = {text: fs.requests[text] for text in texts}
+    items, failures = _outcome(tmp_path / "out")
+    assert per_item == {"a fault=tricklex1": 2, "b fault=trickle": 2}  # cut at the deadline, retried
+    assert set(items) == {"k0"} and failures["k1"]["reason"] == "timeout"
+    assert "no answer within 0.5s" in failures["k1"]["detail"]
+    assert report["retries"] == {"timeout": 2}
+    assert wall < 4.0, wall  # two deadlines of 0.5 s per item, run side by side
+
+
+def test_client_errors_are_reported_as_such_and_only_408_and_429_retried(tmp_path):
+    texts = ["a fault=408x2", "b fault=429x1", "c fault=400", "d fault=404", "e fault=ok"]
+    with FaultServer() as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "out", concurrency=1)
+        report = _run(engine, texts)
+        per_item = {text: fs.requests[text] for text in texts}
+    assert list(per_item.values()) == [3, 2, 1, 1, 1]  # 408 and 429 retried, 400 and 404 sent once
+    items, failures = _outcome(tmp_path / "out")
+    assert set(items) == {"k0", "k1", "k4"}
+    assert (failures["k2"]["reason"], failures["k2"]["detail"]) == ("http_400", "HTTP 400: injected 400")
+    assert (failures["k3"]["reason"], failures["k3"]["detail"]) == ("http_404", "HTTP 404: injected 404")
+    assert report["retries"] == {"http_408": 2, "http_429": 1}
+
+    # every request rejected: the breaker names the status and the server's message, not an outage
+    with FaultServer(fault_of=lambda text: "400") as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "all400", concurrency=1, abort_after=3)
+        with pytest.raises(EndpointDown) as err:
+            _run(engine, [f"item {i}" for i in range(10)])
+        assert sum(fs.requests.values()) == 3
+    message = str(err.value)
+    assert "rejected" in message and "HTTP 400: injected 400" in message and "--model" in message
+    assert "up?" not in message
+
+
+def test_outputs_that_never_validate_stop_the_run(tmp_path):
+    texts = [f"item {i} fault=prose" for i in range(10)]
+    with FaultServer() as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "out", concurrency=1, max_attempts=3, abort_after_invalid=7)
+        with pytest.raises(OutputsInvalid, match=r"7 outputs in a row failed validation \({'prose': 7}\)"):
+            _run(engine, texts)
+        assert sum(fs.requests.values()) == 7  # not 3 per item for the whole dataset
+    items, failures = _outcome(tmp_path / "out")
+    assert not items and sorted(failures) == ["k0", "k1"]  # the item that tripped the breaker is not recorded
+
+    # a valid output ends the streak: two invalid outputs per item never reach a limit of 3
+    with FaultServer() as fs:
+        engine, _ = _engine(fs.base_url, tmp_path / "mixed", concurrency=1, abort_after_invalid=3)
+        report = _run(engine, [f"item {i} fault=prosex2" for i in range(5)])
+    assert report["items_ok"] == 5 and report["invalid"] == {"prose": 10}
+
+
+@pytest.mark.parametrize("fault,expected", [("400", "HTTP 400: injected 400"), ("prose", "failed validation")])
+def test_dqt_command_stops_with_a_clear_error(tmp_path, fault, expected):
+    run_dir = demo_run_dir(tmp_path, num_tracks=8)
+    with FaultServer(fault_of=lambda text: fault) as fs:
+        proc = subprocess.run([sys.executable, "-m", "data_gen.synth.dqt", "--run_dir", str(run_dir), "--base_url",
+                               fs.base_url, "--num_queries", "1", "--concurrency", "1", "--progress", "false",
+                               "--abort_after", "3", "--abort_after_invalid", "4"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert expected in proc.stderr and "up?" not in proc.stderr and "Traceback" not in proc.stderr

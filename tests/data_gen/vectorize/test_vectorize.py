@@ -50,7 +50,7 @@ def test_contract_and_absent_modalities(tmp_path):
     assert manifest["vectorizers"]["SC"]["mean"] == pytest.approx([24.5, 49 / 50])
 
 
-def test_resume_after_crash_and_skip_when_up_to_date(tmp_path):
+def test_resume_after_crash_and_skip_when_up_to_date(tmp_path, capsys):
     run_dir = _small_catalog(tmp_path)
     cfg = VectorizeConfig(run_dir=str(run_dir), modalities="RI,MC", chunk_rows=8)
     vectorize_run(cfg)
@@ -58,19 +58,26 @@ def test_resume_after_crash_and_skip_when_up_to_date(tmp_path):
     reference = np.load(out / "RI.npy").copy()
     ri_presence = EmbeddingStore(run_dir).presence("RI").copy()
 
-    # simulate a crash after 3 chunks: rows past 24 never written, progress says 24, no completion record
+    # simulate a crash after 3 chunks: the modality being filled aside (<MOD>.partial.npy), rows past 24 never
+    # written, progress says 24, no completion record
     info = json.loads((out / "RI.json").read_text())
-    matrix = np.load(out / "RI.npy", mmap_mode="r+")
+    (out / "RI.npy").rename(out / "RI.partial.npy")
+    matrix = np.load(out / "RI.partial.npy", mmap_mode="r+")
     matrix[24:] = 0
     matrix.flush()
     del matrix
+    partial_presence = ri_presence.copy()
+    partial_presence[24:] = False
+    np.save(out / "RI.partial.presence.npy", partial_presence)
     (out / "RI.json").unlink()
     (out / "RI.progress.json").write_text(json.dumps({"settings": info["settings"], "dim": 18, "rows_done": 24}))
     mc_mtime = os.path.getmtime(out / "MC.npy")
+    capsys.readouterr()
     vectorize_run(cfg)
+    assert "[RI] resuming at row 24/50" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(out / "RI.npy"), reference)
     np.testing.assert_array_equal(EmbeddingStore(run_dir).presence("RI"), ri_presence)
-    assert not (out / "RI.progress.json").exists()
+    assert not (out / "RI.progress.json").exists() and not list(out.glob("RI.partial*"))
     assert os.path.getmtime(out / "MC.npy") == mc_mtime  # finished modality was skipped, not recomputed
 
 

@@ -1,0 +1,91 @@
+"""The tokenizer command killed mid-way (SIGKILL once a modality's checkpoint is on disk) and run again: finished
+modalities are reused as they are, the one in training is retrained, and the result equals an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_gen.catalog.ingest import IngestConfig
+from data_gen.catalog.ingest import run as ingest_run
+from data_gen.vectorize.run import VectorizeConfig
+from data_gen.vectorize.run import run as vectorize_run
+from tokenizer_ext.token_db import TokenDB
+
+REPO = Path(__file__).resolve().parents[2]
+MODALITIES = ("SC", "MC", "RI")
+# a small RQ-VAE trained long enough (a second or two per modality) for the kill to land between modalities
+ARGS = ["--modalities", ",".join(MODALITIES), "--epochs", "60", "--batch_size", "128", "--hidden_dims", "64", "32",
+        "--d_z", "16", "--codebook_sizes", "8", "8", "--kmeans_init_iters", "5", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same arithmetic in every run, and quick on a busy machine
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tok_resume") / "run"
+    ingest_run(IngestConfig(run_dir=str(run_dir), source="demo", num_tracks=1000))
+    vectorize_run(VectorizeConfig(run_dir=str(run_dir), modalities=",".join(MODALITIES)))
+    return run_dir
+
+
+def _command(run_dir: Path, out_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "tokenizer_ext.train", "--run_dir", str(run_dir), "--out_dir", str(out_dir), *ARGS]
+
+
+def _written(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def _record(out_dir: Path, modality: str) -> dict:
+    record = json.loads((out_dir / modality / "checkpoint.json").read_text())
+    return {k: v for k, v in record.items() if k not in ("seconds", "status")}
+
+
+def test_killed_run_reuses_finished_modalities_and_matches_an_uninterrupted_run(run_dir, tmp_path):
+    straight = tmp_path / "straight"
+    proc = subprocess.run(_command(run_dir, straight), env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_command(run_dir, out), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(30000):  # bounded poll (at most ~5 min): kill once a modality's checkpoint is complete
+            if proc.poll() is not None or any((out / m / "checkpoint.json").exists() for m in MODALITIES):
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    finished = [m for m in MODALITIES if (out / m / "checkpoint.json").exists()]
+    assert finished and len(finished) < len(MODALITIES) and not (out / "token_db.parquet").exists()
+    records = {m: _written(out / m / "checkpoint.json") for m in finished}  # written once a modality is trained
+    with open(out / "train_log.jsonl", "a") as fh:
+        fh.write('{"modality": "R')  # as if killed in the middle of a line
+
+    resumed = subprocess.run(_command(run_dir, out), env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status = {m: "reused" if m in finished else "trained" for m in MODALITIES}
+    for m in MODALITIES:
+        assert f"| {m} | {status[m]} |" in resumed.stdout, resumed.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {m: r["status"] for m, r in manifest["counts"]["modalities"].items()} == status
+    assert {m: _written(out / m / "checkpoint.json") for m in finished} == records  # not trained again
+
+    # the same result as the uninterrupted run: every epoch's losses, the checkpoints, the token database
+    assert (out / "train_log.jsonl").read_text() == (straight / "train_log.jsonl").read_text()
+    for m in MODALITIES:
+        assert _record(out, m) == _record(straight, m)
+        assert (out / m / "model.pt").read_bytes() == (straight / m / "model.pt").read_bytes(), m
+    db, reference = TokenDB.load(out), TokenDB.load(straight)
+    assert db.modalities == reference.modalities == MODALITIES
+    for m in MODALITIES:
+        np.testing.assert_array_equal(db.codes[m], reference.codes[m])
+    np.testing.assert_array_equal(db.dedup, reference.dedup)
