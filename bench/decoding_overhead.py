@@ -5,8 +5,8 @@
 The model is the demo model's shape: SmolLM2-135M-Instruct (the packaged GGUF) with its vocabulary extended by the
 token database (training changes no shape, so the untrained extension costs the same per step). Both arms generate
 exactly the same number of tokens (no early stop), so the ratio is the mask's own cost: the automaton replay and the
-mask scatter of inference.decoding. Runs alternate (plain, masked, plain, masked, ...) so that drifts in machine load hit
-both arms; the table reports the medians and their ratio. Goal (issue 6): at most 1.05.
+mask scatter of inference.decoding. Runs alternate (plain, masked, plain, masked, ...) so that drifts in machine
+load hit both arms; the table reports the medians and their ratio (goal: at most 1.05).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class DecodingOverheadConfig:
 
     token_db_dir: str = field(default="runs/spotify_bench/tokenizers/rqvae", metadata={
         "help": "token database whose vocabulary extends the model and whose catalog the masks encode"})
-    model: str = field(default="smollm2", metadata={"help": "base model: a name recipes.sft.model_utils resolves, or a path"})
+    model: str = field(default="smollm2", metadata={
+        "help": "base model: a name recipes.sft.model_utils resolves, or a path"})
     batch: int = field(default=64, metadata={"help": "requests per generate call"})
     repeats: int = field(default=5, metadata={"help": "alternating timed repeats per arm (medians reported)"})
     modes: str = field(default="order,catalog", metadata={

@@ -4,8 +4,9 @@ plus the k-means baseline, printed as a markdown table.
 
     python bench/rqvae_scale.py --tracks 1600000 --epochs_measured 2 --plain_steps 200 --out runs/bench/rqvae.json
 
-Model: the repo's RQ-VAE (tokenizer_ext/quantizers/rqvae.py: MLP 512-256-128-32 with BatchNorm, codebooks 32/64/128, beta 0.25,
-AdamW lr 1e-4, k-means codebook init on the first batch). Both paths build every modality's model from RQVAE.
+Model: the repo's RQ-VAE (tokenizer_ext/quantizers/rqvae_model.py: MLP 512-256-128-32 with BatchNorm, codebooks
+32/64/128, beta 0.25, AdamW lr 1e-4, k-means codebook init on the first batch). Both paths build every modality's
+model from RQVAE.
 - plain loop: one modality after another, a shuffling torch DataLoader over a host tensor (a --plain_rows sample:
   the time of a step does not depend on the dataset's size), copy to the GPU, step, loss.item() for the log.
 - fast path: all data resident on the GPU (text modalities in bf16: 6 x 1.6M x 4096 floats would not fit in
@@ -55,7 +56,8 @@ def build_model(d_in: int, seed: int, device, init_rows: torch.Tensor, kmeans_it
     torch.manual_seed(seed)
     model = RQVAE(d_in).to(device)
     with torch.no_grad():
-        model.quantizer.init_codebooks(model.encoder(init_rows.float()), kmeans_iters, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        model.quantizer.init_codebooks(model.encoder(init_rows.float()), kmeans_iters, generator)
     return model
 
 
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     plain = []
     result["kmeans_s"] = float("nan")
     t = time.perf_counter()
-    for names, dims, data in ([] if cfg.skip_plain else groups_data):
+    for _names, dims, data in ([] if cfg.skip_plain else groups_data):
         for i, d in enumerate(dims):
             kmeans_gpu(data[i, :, :d], cfg.kmeans_k, cfg.kmeans_iters, gen)
     sync(device)
@@ -282,8 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     plain_ms = ", ".join(f"{p['modality']} {1e3 * p['s_per_step']:.1f}" for p in plain)
     print(f"| plain per-modality DataLoader loop | {cfg.plain_steps} steps per modality (ms/step: {plain_ms}) | "
           f"{result['plain_150_s']:,.0f} | {result['plain_150_s'] / 60:.1f} |")
-    extras = (", compiled" if all(result["fast_compiled"]) else "") + (", CUDA graphs" if all(result["fast_graphs"]) else "")
-    extras += f", {cfg.matmul_dtype} matmuls" + (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "")
+    extras = (", compiled" if all(result["fast_compiled"]) else "") + \
+        (", CUDA graphs" if all(result["fast_graphs"]) else "")
+    extras += f", {cfg.matmul_dtype} matmuls" + \
+        (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "")
     print(f"| fast path (GPU-resident, grouped{extras}) | {cfg.epochs_measured:g} epochs = {steps:,} steps, "
           f"{fast_s:.1f} s (+ {result['fast_setup_s']:.1f} s setup) | {result['fast_150_s']:,.0f} | "
           f"{result['fast_150_s'] / 60:.1f} |")

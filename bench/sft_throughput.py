@@ -270,7 +270,8 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     row = {"key": key, "label": spec["label"], "batch": batch, "steps": steps, "timed_steps": steps - warmup,
            "gpus": WORLD, "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
            "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),
-           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0, "train_wall_s": total_s,
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0,
+           "train_wall_s": total_s,
            "mean_tokens_per_example": tokens / (batch * (steps - warmup)), "losses": losses,
            "profile": profiler.report if profiler else None}
     del trainer, model, recorder
@@ -282,7 +283,8 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
 
 def matmul_tflops(m: int = 8192, n: int = 8960, k: int = 1536, reps: int = 50) -> float:
     """bf16 GEMM rate at the MLP shape of one packed row (what the card's matmuls reach here, for context)."""
-    a, b = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16), torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16)
+    a = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16)
     for _ in range(5):
         a @ b
     sync()
@@ -296,7 +298,8 @@ def matmul_tflops(m: int = 8192, n: int = 8960, k: int = 1536, reps: int = 50) -
 def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
     gpus = f"{WORLD} GPUs ({rows[0]['distributed_type']})" if WORLD > 1 else "one GPU"
     say(f"\n### SFT throughput, {gpus}, {device}, {rows[0]['steps']} steps per row\n")
-    say("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | loss step 1 -> last |")
+    say("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | "
+        "loss step 1 -> last |")
     say("|---|---|---|---|---|---|---|")
     base = next((r["tokens_per_s"] for r in rows if r["key"] == "stock32"), None)
     for r in rows:

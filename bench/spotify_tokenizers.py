@@ -88,7 +88,8 @@ def comparison_markdown(results: dict) -> str:
         out.append(f"| {method} | " + " | ".join(_recon_cell(rows.get(m)) for m in mods) + " |")
     out += ["", "ID quality (FusID metrics): mean codebook under-utilisation over all (modality, level) codebooks, "
             "distinct full IDs and conflict rate before / after the `<ID-k>` disambiguation token:\n",
-            "| tokenizer | mean CUR train | mean CUR test | distinct IDs (of tracks) | conflict rate | after disambiguation |",
+            "| tokenizer | mean CUR train | mean CUR test | distinct IDs (of tracks) | conflict rate | "
+            "after disambiguation |",
             "|---|---|---|---|---|---|"]
     for method, r in results.items():
         q = r["id_quality"]

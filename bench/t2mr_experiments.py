@@ -98,7 +98,8 @@ def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
                 print(" ".join(cmd))
                 continue
             start = time.time()
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
             times["sft_seconds" if i == 0 else f"generate_{i}_seconds"] = round(time.time() - start, 1)
             if proc.returncode != 0:
                 return {"name": run["name"], "failed": " ".join(cmd[:4]), "returncode": proc.returncode, **times}

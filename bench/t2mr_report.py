@@ -64,9 +64,9 @@ def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
                           rankings=["match"], baselines=["bm25"], diagnostics=False))
     logs = {n: json.loads((Path(cfg.val_dir) / n / "done.json").read_text()) for n in done}
     s, d = val["systems"], val["diagnostics"]
-    lines = ["| run | what it adds | steps | P@10 match, 16 beams | P@10 beams ranking, 16 beams | P@10 match, 1 beam | "
-             "P@10 on training playlists (seen set) | distinct top beams | top beam's level-1 BM / ST / RI code = "
-             "playlist's | final loss |", "|" + "---|" * 10]
+    lines = ["| run | what it adds | steps | P@10 match, 16 beams | P@10 beams ranking, 16 beams | "
+             "P@10 match, 1 beam | P@10 on training playlists (seen set) | distinct top beams | "
+             "top beam's level-1 BM / ST / RI code = playlist's | final loss |", "|" + "---|" * 10]
     notes = {r["name"]: r.get("note", "") for r in plan["runs"]}
     for n in names:
         if n not in done:
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- {n}: random member {_p(d['ceiling_random_member_P@10'])}, expected over members "
         f"{_p(d['ceiling_expected_member_P@10'])}, best member {_p(d['ceiling_best_member_P@10'])}; distinct top-beam "
         f"tracks {d['distinct_top_beam_tracks']} of {d['requests']}; top beam has the playlist's most common level-1 "
-        f"code: " + ", ".join(f"{m} {_p(a['share'])}" for m, a in d["level1_agreement"].items()) for n, d in diag.items())
+        f"code: " + ", ".join(f"{m} {_p(a['share'])}" for m, a in d["level1_agreement"].items())
+        for n, d in diag.items())
     report = {"selection": selection, "choice": choice}
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.work_dir) / "choice.json").write_text(json.dumps(report, indent=1))
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             f"`{selection['best']}` (validation score per run: "
             + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) +
             f").\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
-            f"## Evaluation playlists (reported once)\n\n{table}\n\nRetrieval ceilings and diagnostics:\n\n{ceilings}\n")
+            f"## Evaluation playlists (reported once)\n\n{table}\n\n"
+            f"Retrieval ceilings and diagnostics:\n\n{ceilings}\n")
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(text)
     print(text)

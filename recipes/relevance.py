@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held-out {report['test']} queries (train {report['train']}): MAE {m['mae']:.3f}, "
           f"rounded-score accuracy {m['accuracy']:.4f}")
     c = report["constant_baseline_metrics"]
-    print(f"constant baseline (train mean per modality): MAE {c['mae']:.3f}, rounded-score accuracy {c['accuracy']:.4f}; "
+    print(f"constant baseline (train mean per modality): MAE {c['mae']:.3f}, "
+          f"rounded-score accuracy {c['accuracy']:.4f}; "
           f"{report['distinct_train_score_vectors']} distinct score vectors in train")
     print("| modality | MAE | accuracy |\n|---|---|---|")
     for name, v in m["per_modality"].items():

@@ -104,8 +104,9 @@ class TokenizerConfig:
     encode_chunk_rows: int = field(default=65536, metadata={
         "help": "rows per chunk when encoding the whole catalog into the token database (memory bound)"})
     grouped: bool = field(default=False, metadata={
-        "help": "rqvae/vqvae: train the modalities together, batched by input width (tokenizer_ext/quantizers/rqvae_grouped.py: "
-                "data on the device, per-model shuffles, CUDA graphs on a GPU); epochs count the largest modality"})
+        "help": "rqvae/vqvae: train the modalities together, batched by input width "
+                "(tokenizer_ext/quantizers/rqvae_grouped.py: data on the device, per-model shuffles, CUDA graphs on a "
+                "GPU); epochs count the largest modality"})
     grouped_data_dtype: str = field(default="float32", metadata={
         "help": "grouped: dtype of the training rows kept on the device (bfloat16 halves the memory of wide inputs)",
         "choices": ["float32", "bfloat16"]})

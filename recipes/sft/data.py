@@ -106,8 +106,8 @@ def _tokenize_example(example: dict, tokenizer, max_length: int | None) -> dict:
 
 def build_sft_dataset(dqt_path: str | Sequence[str], db: TokenDB, tokenizer,
                       system_prompt: str = DEFAULT_SYSTEM_PROMPT, max_length: int | None = None,
-                      extra_train: Sequence[dict] = (), repeats: Sequence[int] | None = None, num_proc: int | None = None,
-                      cache_dir: str | Path | None = None):
+                      extra_train: Sequence[dict] = (), repeats: Sequence[int] | None = None,
+                      num_proc: int | None = None, cache_dir: str | Path | None = None):
     """-> (datasets.DatasetDict with "train"/"test" of input_ids/labels/completion_mask/track_id, counts dict,
     the user requests of the training examples).
 
@@ -127,7 +127,8 @@ def build_sft_dataset(dqt_path: str | Sequence[str], db: TokenDB, tokenizer,
     if cache_dir is not None:
         digest = hashlib.sha256(json.dumps([[ex["prompt"], ex["completion"], ex["track_id"]] for name in
                                             ("train", "test") for ex in examples[name]]).encode())
-        digest.update(json.dumps([tokenizer.name_or_path, len(tokenizer), tokenizer.chat_template, max_length]).encode())
+        tokenizer_key = [tokenizer.name_or_path, len(tokenizer), tokenizer.chat_template, max_length]
+        digest.update(json.dumps(tokenizer_key).encode())
         key = Path(cache_dir) / digest.hexdigest()[:16]
         if (key / "dataset_dict.json").exists():
             return load_from_disk(str(key)), counts, requests

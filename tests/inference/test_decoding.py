@@ -142,7 +142,7 @@ def test_mask_allows_exactly_the_due_tokens(setup):
     assert list(a.allowed(0)) == [begin]
     state = a.step(torch.tensor([0]), torch.tensor([begin]))
     allowed = set(tok.convert_ids_to_tokens(a.allowed(int(state))))
-    assert allowed == {f"<BM1-{i}>" for i in range(4)}                           # BM level 1, no <BM-none> (none missing)
+    assert allowed == {f"<BM1-{i}>" for i in range(4)}  # BM level 1, no <BM-none> (none missing)
     # TC has missing rows: after SC's last level, TC level 1 or <TC-none>
     row = db.tokens(25, boundaries=False)
     seq = [begin] + ids(row[:row.index(next(t for t in row if t.startswith("<TC")))])

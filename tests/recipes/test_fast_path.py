@@ -57,11 +57,13 @@ def test_collator_resets_positions_and_never_crosses_examples():
     feats = examples(3)
     b = PackedCollator()(feats)
     lens = [len(f["input_ids"]) for f in feats]
-    assert b["input_ids"].shape == (1, sum(lens)) and b["cu_seq_lens"].tolist() == [0, lens[0], lens[0] + lens[1], sum(lens)]
+    assert b["input_ids"].shape == (1, sum(lens))
+    assert b["cu_seq_lens"].tolist() == [0, lens[0], lens[0] + lens[1], sum(lens)]
     assert b["position_ids"][0].tolist() == [p for n in lens for p in range(n)]
     ends = (b["cu_seq_lens"][1:] - 1).tolist()
     assert all(b["shift_labels"][0, e] == IGNORE_INDEX for e in ends)  # the last token predicts nothing
-    assert int((b["shift_labels"] != IGNORE_INDEX).sum()) == sum(sum(t != IGNORE_INDEX for t in f["labels"]) for f in feats)
+    supervised = sum(sum(t != IGNORE_INDEX for t in f["labels"]) for f in feats)
+    assert int((b["shift_labels"] != IGNORE_INDEX).sum()) == supervised
     assert b["max_length"] % 64 == 0 and b["max_length"] >= max(lens)
 
 

@@ -17,6 +17,6 @@ def test_model_card_names_what_the_bundle_is(tmp_path):
                       {"T2MR P@10 (demo playlists)": 0.05})
     assert "None" not in text and (tmp_path / "model" / "README.md").read_text() == text
     for expected in ("base_model: HuggingFaceTB/SmolLM2-135M-Instruct", "`runs/x/dqt/basic/dqt.parquet` | 15",
-                     "desc2id (5)", "rqkmeans", "5 tracks", "T2MR P@10 (demo playlists): 0.05", "music3m-serve --bundle",
-                     "Recommender.from_pretrained"):
+                     "desc2id (5)", "rqkmeans", "5 tracks", "T2MR P@10 (demo playlists): 0.05",
+                     "music3m-serve --bundle", "Recommender.from_pretrained"):
         assert expected in text, expected

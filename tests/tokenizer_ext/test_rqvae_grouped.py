@@ -1,6 +1,6 @@
-"""Grouped RQ-VAE training (tokenizer_ext/quantizers/rqvae_grouped.py) is the repo's RQ-VAE: same losses and gradients as each
-model alone, weights copied back exactly, per-model shuffles over each model's own rows, and train_grouped fits
-RQVAEQuantizers that save, load and encode like per-modality ones."""
+"""Grouped RQ-VAE training (tokenizer_ext/quantizers/rqvae_grouped.py) is the repo's RQ-VAE: same losses and
+gradients as each model alone, weights copied back exactly, per-model shuffles over each model's own rows, and
+train_grouped fits RQVAEQuantizers that save, load and encode like per-modality ones."""
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ STATS = ("loss", "recon", "codebook", "commitment")
 
 
 class GroupedRQVAE(nn.Module):
-    """G RQ-VAEs (tokenizer_ext.quantizers.rqvae.RQVAE) as one module: x [G, B, d_pad] -> summed loss; per-model maths unchanged.
+    """G RQ-VAEs (rqvae_model.RQVAE) as one module: x [G, B, d_pad] -> summed loss; per-model maths unchanged.
 
     Inputs narrower than d_pad are zero-padded: the zero columns add nothing to the encoder, and the decoder's padded
     outputs are masked out of the reconstruction loss (mean over the model's own d_in), so each model trains exactly
@@ -40,8 +40,9 @@ class GroupedRQVAE(nn.Module):
         self.register_buffer("d_in_t", torch.tensor(self.d_in, dtype=torch.float32))  # no host copy in a CUDA graph
         self.encoder = self._stack([m.encoder for m in models], d_pad, pad_input=True)
         self.decoder = self._stack([m.decoder for m in models], d_pad, pad_input=False)
-        self.codebooks = nn.ParameterList([nn.Parameter(torch.stack([m.quantizer.codebooks[i].detach() for m in models]))
-                                           for i in range(len(models[0].quantizer.codebooks))])  # [G, K_l, d_z]
+        levels = range(len(models[0].quantizer.codebooks))
+        stacked = [torch.stack([m.quantizer.codebooks[i].detach() for m in models]) for i in levels]  # [G, K_l, d_z]
+        self.codebooks = nn.ParameterList([nn.Parameter(c) for c in stacked])
 
     @staticmethod
     def _stack(mlps: list[nn.Sequential], d_pad: int, pad_input: bool) -> nn.ModuleList:
@@ -360,8 +361,8 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
                 record["val_recon"] = val_recon(m) if last else None
                 if log and m in log:
                     log[m]({"epoch": epoch, **record})
-    for group, models, tr in trainers:
+    for _group, models, tr in trainers:
         if s["epochs"] < 1:
             tr.model.unstack_into(models)
-        for m, model in zip(group, models):
+        for model in models:
             model.eval()

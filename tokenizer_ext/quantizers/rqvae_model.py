@@ -161,8 +161,9 @@ class RQVAE(nn.Module):
         x_hat = self.decoder(z_st)                       # x_hat = g_phi(z_q)              [B, d_in]
         r, e = q.residuals, q.codewords                  # [B, L, d_z] each
         recon = F.mse_loss(x_hat, x)
-        codebook = sum(F.mse_loss(e[:, l], r[:, l].detach()) for l in range(r.shape[1]))
-        commitment = self.beta * sum(F.mse_loss(r[:, l], e[:, l].detach()) for l in range(r.shape[1]))
+        levels = range(r.shape[1])
+        codebook = sum(F.mse_loss(e[:, lv], r[:, lv].detach()) for lv in levels)
+        commitment = self.beta * sum(F.mse_loss(r[:, lv], e[:, lv].detach()) for lv in levels)
         return RQVAEOutput(x_hat, z, q, recon, codebook, commitment, recon + codebook + commitment)
 
     @torch.no_grad()
