@@ -57,10 +57,12 @@ demo: venv
 	@echo "  tokenizers/rqvae/                   RQ-VAE tokenizer, token_db.parquet, vocabulary.txt"
 	@echo "  dqt/dqt.jsonl                       D_qt requests (templates; an LLM: music3m-dqt --mode llm)"
 	@echo "  sft/SmolLM2-135M-Instruct-3MTokenRec/  fine-tuned model + music3m/ inference bundle + README.md model card"
-	@echo "The demo model answers three requests (top 5 tracks each):"
-	$(BIN)/music3m-recommend --bundle $(DEMO_BUNDLE) --catalog $(RUN)/catalog.parquet --k 5 --query $(DEMO_REQUESTS)
+	@echo "The demo model answers three requests (top 5 tracks each; --mode modality: each modality's codes are"
+	@echo "chosen freely and matching ranks the catalog, which a 40-step model needs to tell requests apart):"
+	$(BIN)/music3m-recommend --bundle $(DEMO_BUNDLE) --catalog $(RUN)/catalog.parquet --k 5 --mode modality \
+		--query $(DEMO_REQUESTS)
 	$(BIN)/music3m-t2mr --run_dir $(RUN) --playlists $(RUN)/splits/playlists_eval.jsonl --bundles 3MTokenRec=$(DEMO_BUNDLE) \
-		--baselines bm25 --unimodal false --diagnostics false --out_dir $(RUN)/t2mr --brief true
+		--mode modality --baselines bm25 --unimodal false --diagnostics false --out_dir $(RUN)/t2mr --brief true
 
 spotify: venv
 	$(BIN)/python -m data_gen.catalog.ingest --source spotify --input $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify

@@ -8,7 +8,6 @@ track IDs, saved with its inference bundle.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import transformers
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from recipes.sft.bundle import BUNDLE_DIR, save_bundle_extras
+from recipes.sft.bundle import BUNDLE_DIR, model_card, save_bundle_extras
 from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
+from recipes.sft.model_utils import base_model_id
 from recipes.sft.trainer import (
     build_trainer,
     delete_checkpoints,
@@ -67,8 +67,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         save_bundle_extras(output_dir, script_args.token_db_dir,
                            system_prompt=script_args.system_prompt, sft_counts=counts, vocab_info=vocab_info,
                            train_requests=requests)
-        trainer.create_model_card(model_name=os.path.basename(training_args.output_dir.rstrip("/")),
-                                  tags=["3MTokenRec", "generative-retrieval", "music"])
+        model_card(output_dir, base_model_id(model_args.model_name_or_path, script_args.random_init_config),
+                   {"steps": trainer.state.global_step, "batch": training_args.per_device_train_batch_size,
+                    "learning rate": training_args.learning_rate, "seed": training_args.seed,
+                    "new token init": script_args.new_token_init})
         trainer.model.config.use_cache = True
         trainer.model.config.save_pretrained(output_dir)
     trainer.save_state()  # after the final model: a re-run reads this state to know the run is complete

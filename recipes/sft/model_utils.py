@@ -95,3 +95,13 @@ def random_init_causal_lm(config_path: str, dtype: str | None = None, attn_imple
         config._attn_implementation = attn_implementation
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else None
     return AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+
+
+def base_model_id(name_or_path: str, random_init_config: str | None = None) -> str:
+    """The Hub id a model card names: the offline alias -> HuggingFaceTB/SmolLM2-135M-Instruct (its GGUF)."""
+    if random_init_config:
+        return f"random initialisation ({Path(random_init_config).name})"
+    if OFFLINE_ALIASES.get(name_or_path) == "SmolLM2-135M-Instruct":
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return name_or_path
+
