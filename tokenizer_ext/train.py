@@ -129,9 +129,9 @@ def train_modality(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
 
 def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray,
                              out_dir: Path) -> dict[str, tuple[ModalityQuantizer | None, dict]]:
-    """`grouped: true` (RQ-VAE / VQ-VAE): the modalities to train go through tokenizer_ext.quantizers.rqvae_grouped.train_grouped
-    together (batched by input width, concurrent on the GPU); reuse and skips as train_modality -> per modality
-    (quantizer or None, record)."""
+    """`grouped: true` (RQ-VAE / VQ-VAE): the modalities to train go through
+    tokenizer_ext.quantizers.rqvae_grouped.train_grouped together (batched by input width, concurrent on the GPU);
+    reuse and skips as train_modality -> per modality (quantizer or None, record)."""
     from tokenizer_ext.quantizers.rqvae_grouped import train_grouped
 
     results, jobs = {}, {}
@@ -184,8 +184,8 @@ def load_pairs(cfg: TrainConfig, track_ids: list[str], train_rows: np.ndarray) -
     if train_ids != "all" and not Path(train_ids).exists():
         raise FileNotFoundError(f"{train_ids}: no list of training playlists; {cfg.method} learns from playlist "
                                 "co-occurrence and must not see evaluation playlists (write the split with "
-                                "data_gen.catalog.split, pass --train_playlists FILE, or --train_playlists all where no "
-                                "playlist is used for evaluation)")
+                                "data_gen.catalog.split, pass --train_playlists FILE, or --train_playlists all "
+                                "where no playlist is used for evaluation)")
     playlists, record = training_playlists(playlists_path, str(train_ids))
     row_of = {track_ids[r]: i for i, r in enumerate(train_rows)}
     pairs, scores = cooccurrence_pairs(playlists, row_of, len(train_rows))

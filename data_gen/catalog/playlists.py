@@ -19,10 +19,9 @@ from typing import Any
 from data_gen.catalog.reader import (
     CatalogError,
     RowError,
-    decode_error,
     has_bad_bytes,
+    iter_jsonl_objects,
     jsonable,
-    open_text,
     sniff_text_encoding,
 )
 
@@ -64,23 +63,7 @@ class PlaylistReader:
         self.notes = [note] if note else []
 
     def __iter__(self) -> Iterator[tuple[int, dict | RowError]]:
-        row = 0
-        with open_text(self.path, self.codec) as fh:
-            try:
-                for row, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        yield row, RowError(self.path, row, "<line>", f"invalid JSON ({err.msg})", line.strip())
-                        continue
-                    if not isinstance(obj, dict):
-                        yield row, RowError(self.path, row, "<line>", "expected a JSON object", obj)
-                        continue
-                    yield row, obj
-            except UnicodeDecodeError as err:
-                raise decode_error(self.path, self.codec, row, err) from None
+        yield from iter_jsonl_objects(self.path, self.codec)
 
 
 def parse_playlist(obj: dict, file: str | Path, row: int, require_name: bool = False) -> Playlist:

@@ -340,6 +340,28 @@ def decode_error(path: str | Path, codec: str, row: int, err: UnicodeDecodeError
     return CatalogError(f"{path}: row {row + 1}: not valid {codec.upper()} ({err.reason}); save the file as UTF-8")
 
 
+def iter_jsonl_objects(path: Path, codec: str) -> Iterator[tuple[int, dict | RowError]]:
+    """A JSONL file -> (line number, object), or a RowError for a line that is not a JSON object; blank lines are
+    skipped; bytes the codec cannot decode raise CatalogError naming the line."""
+    row = 0
+    with open_text(path, codec) as fh:
+        try:
+            for row, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    yield row, RowError(path, row, "<line>", f"invalid JSON ({err.msg})", line.strip())
+                    continue
+                if not isinstance(obj, dict):
+                    yield row, RowError(path, row, "<line>", "expected a JSON object", obj)
+                    continue
+                yield row, obj
+        except UnicodeDecodeError as err:
+            raise decode_error(path, codec, row, err) from None
+
+
 class CatalogReader:
     """A catalog file -> (1-based row number, raw dict or RowError) pairs, streamed; iterable more than once.
 
@@ -410,23 +432,7 @@ class CatalogReader:
                 yield row, rec
 
     def _jsonl(self) -> Iterator[tuple[int, dict | RowError]]:
-        row = 0
-        with open_text(self.path, self.codec) as fh:
-            try:
-                for row, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        yield row, RowError(self.path, row, "<line>", f"invalid JSON ({err.msg})", line.strip())
-                        continue
-                    if not isinstance(rec, dict):
-                        yield row, RowError(self.path, row, "<line>", "expected a JSON object", rec)
-                        continue
-                    yield row, rec
-            except UnicodeDecodeError as err:
-                raise decode_error(self.path, self.codec, row, err) from None
+        yield from iter_jsonl_objects(self.path, self.codec)
 
     def _csv(self) -> Iterator[tuple[int, dict | RowError]]:
         header = self.columns or []

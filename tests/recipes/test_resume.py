@@ -7,11 +7,9 @@ test also counts the steps the last process trained: the log lines it printed an
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from tests.process import kill_when
 from tests.recipes.test_sft_recipe import REPO, _command, _log_history, _run, workdir  # noqa: F401 (fixture)
 
 STEPS = 6
@@ -59,17 +58,9 @@ def straight(workdir):  # noqa: F811
 def test_killed_run_resumes_to_the_uninterrupted_result(workdir, straight):  # noqa: F811
     out = workdir / "killed"
     # its own session, so that the launcher and the training process it starts are killed together
-    proc = subprocess.Popen(_command(workdir, "killed", **SETTINGS), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(6000):  # bounded poll (at most ~10 min): kill once a checkpoint is complete on disk
-            if proc.poll() is not None or list(out.glob("checkpoint-*/trainer_state.json")):
-                break
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    returncode = kill_when(_command(workdir, "killed", **SETTINGS), lambda: bool(list(out.glob(
+        "checkpoint-*/trainer_state.json"))), 600, 0.1, cwd=REPO, start_new_session=True)  # a complete checkpoint
+    assert returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (out / "trainer_state.json").exists()  # written only once the final model is saved
     done = max(json.loads(p.read_text())["global_step"] for p in out.glob("checkpoint-*/trainer_state.json"))
     assert 0 < done < STEPS

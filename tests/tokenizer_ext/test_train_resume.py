@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from data_gen.catalog.ingest import IngestConfig
 from data_gen.catalog.ingest import run as ingest_run
 from data_gen.vectorize.run import VectorizeConfig
 from data_gen.vectorize.run import run as vectorize_run
+from tests.process import kill_when
 from tokenizer_ext.token_db import TokenDB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,17 +53,9 @@ def test_killed_run_reuses_finished_modalities_and_matches_an_uninterrupted_run(
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(run_dir, out), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(30000):  # bounded poll (at most ~5 min): kill once a modality's checkpoint is complete
-            if proc.poll() is not None or any((out / m / "checkpoint.json").exists() for m in MODALITIES):
-                break
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    returncode = kill_when(_command(run_dir, out), lambda: any((out / m / "checkpoint.json").exists()
+                                                                for m in MODALITIES), 300, env=ENV, cwd=REPO)
+    assert returncode == -signal.SIGKILL, "the run finished before it could be killed"
     finished = [m for m in MODALITIES if (out / m / "checkpoint.json").exists()]
     assert finished and len(finished) < len(MODALITIES) and not (out / "token_db.parquet").exists()
     records = {m: _written(out / m / "checkpoint.json") for m in finished}  # written once a modality is trained

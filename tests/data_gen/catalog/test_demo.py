@@ -57,7 +57,8 @@ def test_same_seed_same_output_and_other_seed_differs(demo):
 
 
 def test_output_does_not_depend_on_hash_seed():
-    code = ("import hashlib, json; from data_gen.catalog.sources.demo import generate_demo; r, p = generate_demo(300, 3); "
+    code = ("import hashlib, json; from data_gen.catalog.sources.demo import generate_demo; "
+            "r, p = generate_demo(300, 3); "
             "print(hashlib.sha1(json.dumps([r, [x.to_json() for x in p]], sort_keys=True).encode()).hexdigest())")
     digests = {
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env={"PYTHONHASHSEED": seed, "PATH": ""},

@@ -1,7 +1,6 @@
 """The generation engine against a fault-injecting endpoint: retries with backoff, failures, cache, kill + resume."""
 
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from data_gen.synth.llm_client import ClientConfig, EndpointDown, Engine, Job, O
 from data_gen.synth.llm_store import read_jsonl
 from tests.data_gen.synth.llm_fault_server import FaultServer, _digest
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir
+from tests.process import kill_when
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -143,17 +143,10 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path):
             "--backoff_max", "0.05"]
     with FaultServer(delay_s=0.05, fault_of=fault_of) as fs:
         cmd = [sys.executable, "-m", "data_gen.synth.dqt", "--run_dir", str(run_a), "--base_url", fs.base_url, *args]
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         items = run_a / "dqt" / "items.jsonl"
-        try:
-            for _ in range(3000):  # bounded poll (at most ~60 s): kill once some items are done
-                if proc.poll() is not None or (items.exists() and items.read_text().count("\n") >= 8):
-                    break
-                time.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        returncode = kill_when(cmd, lambda: items.exists() and items.read_text().count("\n") >= 8, 60, 0.02,
+                               cwd=REPO)  # kill once some items are done
+        assert returncode == -signal.SIGKILL, "the run finished before it could be killed"
         done_before = items.read_text().count("\n")
         assert 0 < done_before < 40 and not (run_a / "dqt" / "dqt.jsonl").exists()
         with open(items, "a") as fh:

@@ -3,17 +3,16 @@ finished modality is skipped, the killed one continues at the row it reached, an
 run's byte for byte."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import data_gen.vectorize.run as vectorize
 from data_gen.catalog.ingest import IngestConfig
 from data_gen.catalog.ingest import run as ingest_run
+from tests.process import kill_when
 
 REPO = Path(__file__).resolve().parents[3]
 TRACKS = 1200
@@ -48,16 +47,9 @@ def test_killed_run_resumes_at_its_row_and_matches_an_uninterrupted_run(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     progress = killed / "embeddings" / "RI.progress.json"
-    proc = subprocess.Popen(_command(killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(60000):  # bounded poll (at most ~5 min): kill once some RI chunks are on disk
-            if proc.poll() is not None or _rows_done(progress) >= 100:
-                break
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    returncode = kill_when(_command(killed), lambda: _rows_done(progress) >= 100, 300, 0.005,
+                           cwd=REPO)  # kill once some RI chunks are on disk
+    assert returncode == -signal.SIGKILL, "the run finished before it could be killed"
     start = _rows_done(progress)
     assert 0 < start < TRACKS and (killed / "embeddings" / "MC.json").exists()
     assert not (killed / "embeddings" / "RI.json").exists()
