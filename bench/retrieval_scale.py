@@ -20,17 +20,15 @@ measures the neighbours too), with the wall-clock median beside it.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from common.config import parse_config
 from common.registry import DEFAULT_CODEBOOK_SIZES, MODALITY_NAMES
-from eval.common import markdown_table
+from eval.common import markdown_table, write_json
 from inference.matching import HierarchicalIndex, top_k
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING
@@ -159,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
               "index_build_s": built - made, "search_structures_s": ready - built, "search_structures_bytes": extra,
               "results": results}
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(cfg.out, report)
     return report
 
 

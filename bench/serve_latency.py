@@ -14,17 +14,15 @@ per round, and requests/s over the baseline's (the ratio column).
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from common.config import parse_config
-from eval.common import markdown_table
+from eval.common import markdown_table, write_json
 from inference.bundle import BundleNotFoundError
 from inference.recommend import InputNotFoundError, Recommender
 from inference.serve import spawn_server
@@ -139,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "generate calls", "req/s vs baseline"], rows))
     report = {"config": asdict(cfg), "arms": arms}
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(cfg.out, report)
     return report
 
 
