@@ -284,10 +284,26 @@ def run(cfg: T2MRConfig) -> dict:
         systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked_rows]
     result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems,
               "diagnostics": diagnostics}
+    _record_in_model_cards(cfg, result)
     write_json(out / "t2mr.json", result)
     (out / "t2mr.md").write_text(report_markdown(result))
     plot_precision(result, out / "t2mr_precision.png")
     return result
+
+
+def _record_in_model_cards(cfg: T2MRConfig, result: dict) -> None:
+    """Each evaluated bundle's model card gets this run's P@10 (its rows and the baselines of the same run)."""
+    from recipes.sft.bundle import record_evaluation
+
+    q = result["queries"]
+    baselines = [(n, s) for n, s in result["systems"].items() if s.get("kind") == "baseline"]
+    for spec in cfg.bundles:
+        name, _, path = spec.partition("=")
+        rows = [(n, s) for n, s in result["systems"].items() if s.get("kind") == name and " unimodal " not in n]
+        lines = [f"{n}: P@10 {s['metrics']['P@10']:.4f}, Hit@10 {s['metrics']['Hit@10']:.4f}" for n, s in
+                 rows + baselines]
+        record_evaluation(path, f"T2MR on {q['queries']} playlists of {Path(cfg.playlists).name} "
+                                f"(query = playlist name; {cfg.num_beams} beams, mode {cfg.mode})", lines)
 
 
 def _well_formed(generation, db) -> bool:

@@ -102,3 +102,23 @@ def model_card(output_dir: str | Path, base_model: str, training: dict, evaluati
     text = "\n".join(lines)
     (out / "README.md").write_text(text)
     return text
+
+
+def record_evaluation(output_dir: str | Path, title: str, lines: list[str]) -> None:
+    """Put an evaluation into the bundle's model card: its '## Evaluation' section gains (or replaces) a subsection
+    `title` with these lines."""
+    card = Path(output_dir) / "README.md"
+    if not card.exists():
+        return
+    text = card.read_text()
+    block = f"### {title}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    head, sep, rest = text.partition("## Evaluation\n\n")
+    if not sep:  # no section yet: it goes before the usage
+        head, sep2, tail = text.partition("## Usage")
+        card.write_text(f"{head}## Evaluation\n\n{block}\n{sep2}{tail}")
+        return
+    section, nxt, tail = rest.partition("\n## ")
+    kept = [part for part in section.split("### ") if part.strip() and not part.startswith(f"{title}\n")]
+    section = "".join(f"### {part}" for part in kept) + block
+    card.write_text(f"{head}## Evaluation\n\n{section}{nxt}{tail}" if nxt else f"{head}## Evaluation\n\n{section}")
+

@@ -20,3 +20,20 @@ def test_model_card_names_what_the_bundle_is(tmp_path):
                      "desc2id (5)", "rqkmeans", "5 tracks", "T2MR P@10 (demo playlists): 0.05",
                      "music3m-serve --bundle", "Recommender.from_pretrained"):
         assert expected in text, expected
+
+
+def test_evaluations_go_into_the_card_and_replace_their_earlier_run(tmp_path):
+    from recipes.sft.bundle import record_evaluation
+
+    rng = np.random.default_rng(0)
+    db = TokenDB([f"t{i}" for i in range(5)], {"ST": (4, 4, 4)}, {"ST": rng.integers(0, 4, (5, 3))})
+    db.save(tmp_path / "tok")
+    save_bundle_extras(tmp_path / "model", tmp_path / "tok", system_prompt="s")
+    model_card(tmp_path / "model", "base/model", {"max_steps": 1})
+    record_evaluation(tmp_path / "model", "T2MR on eval", ["3MTokenRec: P@10 0.0100"])
+    record_evaluation(tmp_path / "model", "T2MR on val", ["3MTokenRec: P@10 0.0500"])
+    record_evaluation(tmp_path / "model", "T2MR on eval", ["3MTokenRec: P@10 0.0200", "BM25: P@10 0.0600"])
+    text = (tmp_path / "model" / "README.md").read_text()
+    assert text.count("## Evaluation") == 1 and text.index("## Evaluation") < text.index("## Usage")
+    assert "P@10 0.0100" not in text and "- 3MTokenRec: P@10 0.0200" in text and "- BM25: P@10 0.0600" in text
+    assert "### T2MR on val" in text and text.count("### T2MR on eval") == 1
