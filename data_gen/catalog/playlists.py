@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from data_gen.catalog.reader import (
     CatalogError,
@@ -23,6 +22,7 @@ from data_gen.catalog.reader import (
     iter_jsonl_objects,
     jsonable,
     sniff_text_encoding,
+    write_rejection,
 )
 
 
@@ -199,11 +199,7 @@ def ingest_playlists(records: Iterable[tuple[int, dict | RowError]], file: str |
             except RowError as err:
                 if on_error == "fail":
                     raise
-                report.rejected += 1
-                report.rejected_by_reason[err.reason] = report.rejected_by_reason.get(err.reason, 0) + 1
-                record: Any = jsonable(obj) if isinstance(obj, dict) else None
-                rej.write(json.dumps({**err.to_json(), "record": record}, ensure_ascii=False, default=str) + "\n")
-                print(f"rejected: {err}", file=sys.stderr)
+                write_rejection(report, err, obj, rej)
     for count, what, key in (
             (report.entries_dropped_not_in_catalog, "name tracks that are not in the catalog", "unknown"),
             (report.entries_dropped_rejected_tracks, "name tracks whose catalog rows were rejected", "rejected"),

@@ -505,6 +505,16 @@ def audio_feature_lengths(records: Iterable[tuple[int, dict | RowError]]) -> Cou
 # Ingestion: raw records -> catalog.parquet + rejected.jsonl + report (read = kept + merged + rejected)
 # ----------------------------------------------------------------------------------------------------------------
 
+def write_rejection(report, err: RowError, raw, fh) -> None:
+    """Skip mode: count a bad row by its reason in `report` (rejected, rejected_by_reason), write it with its raw
+    values to the rejected file `fh`, and say so on stderr."""
+    report.rejected += 1
+    report.rejected_by_reason[err.reason] = report.rejected_by_reason.get(err.reason, 0) + 1
+    record = jsonable(raw) if isinstance(raw, dict) else None
+    fh.write(json.dumps({**err.to_json(), "record": record}, ensure_ascii=False, default=str) + "\n")
+    print(f"rejected: {err}", file=sys.stderr)
+
+
 @dataclass
 class IngestReport:
     """Counts of one ingestion; `read == kept + duplicates_merged + rejected` always holds."""
@@ -645,15 +655,10 @@ def ingest_records(
                 except RowError as err:
                     if on_error == "fail":
                         raise
-                    report.rejected += 1
-                    report.rejected_by_reason[err.reason] = report.rejected_by_reason.get(err.reason, 0) + 1
-                    raw_json = jsonable(raw) if isinstance(raw, dict) else None
                     tid = raw.get("track_id") if isinstance(raw, dict) else raw.track_id
                     if isinstance(tid, (str, int)) and not isinstance(tid, bool) and str(tid).strip():
                         rejected_ids.add(str(tid).strip())
-                    rej.write(json.dumps({**err.to_json(), "record": raw_json}, ensure_ascii=False,
-                                         default=str) + "\n")
-                    print(f"rejected: {err}", file=sys.stderr)
+                    write_rejection(report, err, raw, rej)
     except BaseException:
         writer.abort()
         raise
