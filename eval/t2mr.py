@@ -194,7 +194,8 @@ def run(cfg: T2MRConfig) -> dict:
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
         retriever = Retriever(gs.db)
         mods = gs.db.modalities
-        db_rows = [[r for r in (gs.db.row_of().get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
+        db_row_of = gs.db.row_of()
+        db_rows = [[r for r in (db_row_of.get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
         beams_used = sorted({cfg.num_beams if not gs.info.get("num_beams") else gs.info["num_beams"],
                              *cfg.beams_used})
         full = max(beams_used)
