@@ -10,24 +10,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from data_gen.catalog.reader import read_catalog
-from data_gen.synth.track_facts import FACT_COLUMNS, track_facts
-from data_gen.synth.words import load_audio_scale, modality_phrases
+from data_gen.synth.words import catalog_phrases
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import MISSING, music_token
 
 
 def track_phrases(catalog: str | Path, db: TokenDB, run_dir: str | Path | None = None) -> list[dict[str, list[str]]]:
     """Per token-database row: {modality: phrases} (empty for tracks missing from the catalog)."""
-    row_of = db.row_of()
-    audio = load_audio_scale(run_dir or Path(catalog).parent, catalog)
-    out: list[dict[str, list[str]]] = [{} for _ in range(db.num_tracks)]
-    for batch in read_catalog(catalog, columns=[*FACT_COLUMNS, "audio_features"]):
-        for record in batch.to_pylist():
-            row = row_of.get(record["track_id"])
-            if row is not None:
-                out[row] = modality_phrases(track_facts(record, audio=audio))
-    return out
+    by_track = catalog_phrases(catalog, run_dir, set(db.track_ids))
+    return [by_track.get(t, {}) for t in db.track_ids]
 
 
 def token_texts(db: TokenDB, catalog: str | Path, run_dir: str | Path | None = None, top_k: int = 6

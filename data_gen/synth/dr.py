@@ -143,19 +143,14 @@ def run_derived(cfg: DrConfig) -> dict:
     agree per modality (level-1 codes of --token_db_dir)."""
     import numpy as np
 
-    from data_gen.catalog.reader import read_catalog
-    from data_gen.synth.track_facts import FACT_COLUMNS, track_facts
-    from data_gen.synth.words import ACTIVITIES, load_audio_scale, modality_phrases
+    from data_gen.synth.words import ACTIVITIES, catalog_phrases
 
     paths = [Path(p) for p in (cfg.dqt or str(Path(cfg.run_dir) / "dqt" / "dqt.jsonl")).split(",")]
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "dr")
     dqt = [q for path in paths for _, q in iter_jsonl(path, cfg.max_queries)]
     catalog = Path(cfg.run_dir) / "catalog.parquet"
-    audio = load_audio_scale(cfg.run_dir, catalog)
     wanted = {q["track_id"] for q in dqt}
-    phrases = {r["track_id"]: modality_phrases(track_facts(r, audio=audio))
-               for b in read_catalog(catalog, columns=[*FACT_COLUMNS, "audio_features"]) for r in b.to_pylist()
-               if r["track_id"] in wanted}
+    phrases = catalog_phrases(catalog, cfg.run_dir, wanted)
     activity_words = sorted({w for ws in ACTIVITIES.values() for w in ws})
     codes, base, members = {}, {}, {}
     if cfg.token_db_dir:

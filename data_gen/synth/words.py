@@ -6,7 +6,7 @@ text initialisation of the music tokens, so that all three describe a track the 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +125,18 @@ def modality_phrases(facts: TrackFacts) -> dict[str, list[str]]:
         if text:
             out[m] = [text]
     return out
+
+
+def catalog_phrases(catalog: str | Path, run_dir: str | Path | None = None,
+                    track_ids: Collection[str] | None = None) -> dict[str, dict[str, list[str]]]:
+    """{track_id: modality_phrases} for the catalog's tracks (only `track_ids` when given), moods from the run's
+    audio-feature scale."""
+    from data_gen.synth.track_facts import FACT_COLUMNS, track_facts
+
+    audio = load_audio_scale(run_dir or Path(catalog).parent, catalog)
+    return {r["track_id"]: modality_phrases(track_facts(r, audio=audio))
+            for b in read_catalog(catalog, columns=[*FACT_COLUMNS, "audio_features"]) for r in b.to_pylist()
+            if track_ids is None or r["track_id"] in track_ids}
 
 
 def describe_short(facts: TrackFacts) -> str:
