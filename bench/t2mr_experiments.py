@@ -6,9 +6,11 @@
 A plan (YAML) gives shared recipe options (`defaults`), the request sets to generate for (`sets`: name -> playlists
 JSONL) and the runs (`runs`: name, run_dir, tokenizer, args). `{R}` in an option is the run's run_dir and `{T}` its
 tokenizer. Each run trains with recipes/sft_3mtoken.py, generates `num_beams` beams for every request of every set
-(`music3m-t2mr --save_generations`) and deletes the model unless `keep_models`. A plan with `select` first scores
-the runs of an earlier (validation) plan and lets runs with `inherit: best` start from the best run's options, so
-settings are chosen on the validation split only. Score the saved generations on any machine with
+(`music3m-t2mr --save_generations`) and deletes the model unless `keep_models`. `generate.modes` names the decoding
+masks: a list (every set) or a mapping mode -> sets; mode `catalog` writes OUT/NAME/t2mr_SET, any other mode
+OUT/NAME/t2mr_SET_MODE. A plan with `select` first scores the runs of an earlier (validation) plan and lets runs with
+`inherit: best` start from the best run's options, so settings are chosen on the validation split only; the choice
+is written to OUT_DIR/selection.json and reused when the plan runs again. Score the saved generations on any machine with
 `music3m-t2mr --generations NAME=OUT_DIR/NAME/t2mr_SET/generations_NAME.json`.
 """
 
@@ -74,13 +76,32 @@ def commands(plan: dict, run: dict, out: Path, device: str) -> list[list[str]]:
     cmds = [[py, str(RECIPE), "--config", config, *_flags(options)]]
     gen = plan.get("generate", {})
     run_dir = run.get("run_dir", plan.get("run_dir"))
-    for set_name, playlists in plan["sets"].items():
+    for mode, set_name in generation_targets(plan):
+        playlists = plan["sets"][set_name]
         cmds.append([py, "-m", "eval.t2mr", "--run_dir", run_dir, "--playlists", _fill(playlists, {"run_dir": run_dir}),
                      "--bundles", f"{run['name']}={out / 'model'}", "--baselines", "none", "--unimodal", "false",
-                     "--device", device, "--num_beams", str(gen.get("num_beams", 16)),
+                     "--device", device, "--num_beams", str(gen.get("num_beams", 16)), "--mode", mode,
                      "--batch_size", str(gen.get("batch_size", 16)), "--save_generations", "true",
-                     "--rankings", "match", "beams", "--out_dir", str(out / f"t2mr_{set_name}")])
+                     "--rankings", "match", "beams", "--out_dir", str(out / set_dir(set_name, mode))])
     return cmds
+
+
+def generation_targets(plan: dict) -> list[tuple[str, str]]:
+    """(decoding mode, set name) pairs to generate: `generate.modes` as a list (every set) or mode -> sets."""
+    modes = plan.get("generate", {}).get("modes", ["catalog"])
+    if isinstance(modes, dict):
+        pairs = [(m, s) for m, sets in modes.items() for s in sets]
+    else:
+        pairs = [(m, s) for m in modes for s in plan["sets"]]
+    unknown = sorted({s for _, s in pairs} - set(plan["sets"]))
+    if unknown:
+        raise ValueError(f"generate.modes names sets that the plan does not have: {unknown}")
+    return pairs
+
+
+def set_dir(set_name: str, mode: str = "catalog") -> str:
+    """Folder of a set's generations inside a run's folder."""
+    return f"t2mr_{set_name}" if mode == "catalog" else f"t2mr_{set_name}_{mode}"
 
 
 def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
@@ -152,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     plan = yaml.safe_load(Path(args.plan).read_text())
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     if plan.get("select"):
-        chosen = select_best(plan["select"])
-        (Path(args.out_dir) / "selection.json").write_text(json.dumps(chosen, indent=1))
+        saved = Path(args.out_dir) / "selection.json"
+        chosen = json.loads(saved.read_text()) if saved.exists() else select_best(plan["select"])
+        saved.write_text(json.dumps(chosen, indent=1))
         print(json.dumps(chosen), flush=True)
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.t2mr_experiments import set_dir
 from common.config import parse_config
 from eval.t2mr import T2MRConfig, run
 
@@ -41,8 +42,11 @@ class T2MRReportConfig:
         "help": "also score the evaluation playlists (false: validation only, to settle the choices first)"})
 
 
-def _gen(out_dir: str, name: str, set_name: str) -> Path:
-    return Path(out_dir) / name / f"t2mr_{set_name}" / f"generations_{name}.json"
+def _gen(out_dir: str, name: str, set_name: str, mode: str = "catalog") -> Path:
+    return Path(out_dir) / name / set_dir(set_name, mode) / f"generations_{name}.json"
+
+
+MASK_LABEL = " [modality mask]"  # label suffix of generations decoded with the per-modality mask
 
 
 def _p(x) -> str:
@@ -92,12 +96,15 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     run_dir = plan["run_dir"]
     val_set = plan["sets"]["val"].replace("{R}", run_dir)
     gen = f"{best}={_gen(cfg.val_dir, best, 'val')}"
+    gens = [gen]
+    if _gen(cfg.val_dir, best, "val", "modality").exists():  # the same model decoded with the per-modality mask
+        gens.append(f"{best}{MASK_LABEL}={_gen(cfg.val_dir, best, 'val', 'modality')}")
     out = f"{cfg.work_dir}/choose"
     tuned = run(T2MRConfig(run_dir=run_dir, playlists=val_set, out_dir=out, generations=[gen], unimodal=False,
                            rankings=["match"], tune_weights=True, baselines=["none"], diagnostics=False))
     weights_file = f"{out}/weights_{best}.json"
     relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
-    options = dict(run_dir=run_dir, playlists=val_set, generations=[gen], unimodal=False, baselines=["none"],
+    options = dict(run_dir=run_dir, playlists=val_set, generations=gens, unimodal=False, baselines=["none"],
                    diagnostics=False, beams_used=[1, 4], rankings=["match", "beams"], weights=[weights_file])
     grid = run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))
     rows = dict(grid["systems"])
@@ -105,7 +112,7 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
         with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
                                     modality_prior=weights_file))
         rows.update({k.replace(best, f"{best} relevance x tuned prior", 1): v for k, v in with_prior["systems"].items()
-                     if not k.startswith(f"{best} w/o") and " weights " not in k})
+                     if " w/o " not in k and " weights " not in k})
     order = sorted(rows, key=lambda k: -rows[k]["metrics"]["P@10"])
     chosen = order[0]
     lines = ["| variant (run " + best + ") | P@1 | P@5 | P@10 | Hit@10 |", "|---|---|---|---|---|"]
@@ -116,6 +123,7 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     system = rows[chosen]
     weights = json.loads(Path(weights_file).read_text())
     choice = {"label": chosen, "ranking": system["ranking"], "beams": system["beams"],
+              "mode": "modality" if MASK_LABEL in chosen else "catalog",
               "weights": ("relevance x tuned prior" if "relevance x tuned prior" in chosen else
                           "tuned" if " weights " in chosen else "equal" if " w/o " in chosen else "relevance"),
               "tuned_weights": weights["weights"], "tuned_objective": tuned["systems"][f"{best} tuned weights"][
@@ -125,7 +133,8 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
 
 def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
     run_dir = plan["run_dir"]
-    names = [r["name"] for r in plan["runs"] if _gen(cfg.eval_dir, r["name"], "eval").exists()]
+    mode = choice.get("mode", "catalog")
+    names = [r["name"] for r in plan["runs"] if _gen(cfg.eval_dir, r["name"], "eval", mode).exists()]
     opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]],
                 beams_used=[choice["beams"]] if choice["beams"] != 16 else [])
     if choice["weights"] in ("tuned",):
@@ -136,7 +145,7 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
             opts["modality_prior"] = choice["weights_file"]
     result = run(T2MRConfig(**opts, playlists=plan["sets"]["eval"].replace("{R}", run_dir),
                             out_dir=f"{cfg.work_dir}/eval", baselines=cfg.baselines,
-                            generations=[f"{n}={_gen(cfg.eval_dir, n, 'eval')}" for n in names]))
+                            generations=[f"{n}={_gen(cfg.eval_dir, n, 'eval', mode)}" for n in names]))
     seen = run(T2MRConfig(**opts, playlists=plan["sets"]["seen"].replace("{R}", run_dir),
                           out_dir=f"{cfg.work_dir}/eval_seen", baselines=["bm25"], unimodal=False,
                           diagnostics=False, generations=[f"{n}={_gen(cfg.eval_dir, n, 'seen')}" for n in names

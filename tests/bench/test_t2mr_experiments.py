@@ -1,0 +1,55 @@
+"""The experiment runner's plan handling: recipe options, generation targets per decoding mode, saved selection."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import t2mr_experiments as te
+
+PLAN = {
+    "run_dir": "runs/x",
+    "defaults": {"config": "c.yaml", "max_steps": 600, "dqt_path": ["{R}/dqt/basic/dqt.parquet"]},
+    "sets": {"val": "{R}/splits/val.jsonl", "seen": "{R}/splits/seen.jsonl"},
+    "generate": {"num_beams": 8, "modes": {"catalog": ["val", "seen"], "modality": ["val"]}},
+    "runs": [{"name": "a", "args": {"max_steps": 1500}}],
+}
+
+
+def _flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_commands_generate_each_mode_into_its_own_folder(tmp_path):
+    cmds = te.commands(PLAN, PLAN["runs"][0], tmp_path / "a", "cpu")
+    recipe, gens = cmds[0], cmds[1:]
+    assert _flag(recipe, "--max_steps") == "1500" and _flag(recipe, "--dqt_path") == "runs/x/dqt/basic/dqt.parquet"
+    got = [(_flag(c, "--mode"), _flag(c, "--playlists"), Path(_flag(c, "--out_dir")).name) for c in gens]
+    assert got == [("catalog", "runs/x/splits/val.jsonl", "t2mr_val"),
+                   ("catalog", "runs/x/splits/seen.jsonl", "t2mr_seen"),
+                   ("modality", "runs/x/splits/val.jsonl", "t2mr_val_modality")]
+    assert all(_flag(c, "--num_beams") == "8" for c in gens)
+
+
+def test_modes_as_a_list_cover_every_set_and_unknown_sets_are_refused():
+    plan = {**PLAN, "generate": {"modes": ["catalog", "modality"]}}
+    assert te.generation_targets(plan) == [("catalog", "val"), ("catalog", "seen"),
+                                           ("modality", "val"), ("modality", "seen")]
+    assert te.generation_targets({**PLAN, "generate": {}}) == [("catalog", "val"), ("catalog", "seen")]
+    with pytest.raises(ValueError, match="eval"):
+        te.generation_targets({**PLAN, "generate": {"modes": {"modality": ["eval"]}}})
+
+
+def test_a_saved_selection_is_reused_and_inherited(tmp_path, monkeypatch):
+    plan = {**PLAN, "select": {"plan": "missing.yaml", "from": "nowhere", "set": "val"},
+            "runs": [{"name": "final", "inherit": "best"}, {"name": "paper"}]}
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(json.dumps(plan))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "selection.json").write_text(json.dumps({"best": "text", "args": {"new_token_init": "text"}, "scores": {}}))
+    seen = []
+    monkeypatch.setattr(te, "run_one", lambda p, r, a: seen.append(te.run_options(p, r)) or {"name": r["name"]})
+    te.main(["--plan", str(plan_file), "--out_dir", str(out), "--parallel", "1"])
+    assert seen[0]["new_token_init"] == "text" and "new_token_init" not in seen[1]
+    assert json.loads((out / "selection.json").read_text())["best"] == "text"
