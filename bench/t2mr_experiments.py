@@ -41,6 +41,7 @@ class ExperimentArguments:
     out_dir: str = field(metadata={"help": "one folder per run: log, generations, scores"})
     parallel: int = field(default=4, metadata={"help": "runs trained at the same time on the GPU"})
     runs: list[str] = field(default_factory=list, metadata={"help": "only these runs of the plan (default all)"})
+    sets: list[str] = field(default_factory=list, metadata={"help": "only these request sets of the plan (default all)"})
     device: str = field(default="cuda", metadata={"help": "device for generation"})
     keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]
     runs = [r for r in plan["runs"] if not args.runs or r["name"] in args.runs]
+    if args.sets:
+        plan["sets"] = {k: v for k, v in plan["sets"].items() if k in args.sets}
+        modes = plan.get("generate", {}).get("modes")
+        if isinstance(modes, dict):
+            plan["generate"]["modes"] = {m: [s for s in sets if s in args.sets] for m, sets in modes.items()}
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for result in pool.map(lambda r: run_one(plan, r, args), runs):
             print(json.dumps({k: v for k, v in result.items() if k != "loss"}), flush=True)
