@@ -34,10 +34,8 @@ from transformers import TrainerCallback, set_seed
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from recipes.sft.configs import CONFIG_EPILOG, SFTScriptArguments
-from recipes.sft.model_utils import load_tokenizer, random_init_causal_lm
-from recipes.sft.trainer import build_trainer, load_model_and_data
+from recipes.sft.trainer import build_trainer, load_model_and_data, load_model_and_tokenizer
 from tokenizer_ext.token_db import TokenDB
-from tokenizer_ext.vocab import extend_model_vocabulary
 
 
 def row(label, batch, fast=False, compile=False, liger=False, fused_ce=False, checkpointing=False, workers=0,
@@ -209,18 +207,11 @@ def model_flops(model, tokens: int, answer: int, sq_lens: int) -> float:
 
 
 def fresh_model(script_args, training_args, model_args):
-    """The recipe's model (random init from the JSON config, vocabulary extension) built on the GPU, seeded."""
+    """The recipe's model (random init from the JSON config, or the pretrained weights; vocabulary extension) on the
+    benchmark's device, seeded."""
     set_seed(training_args.seed)
-    tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or model_args.model_name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    with torch.device(DEVICE):
-        model = random_init_causal_lm(script_args.random_init_config, dtype=model_args.dtype,
-                                      attn_implementation=model_args.attn_implementation)
-    vocab_info = extend_model_vocabulary(model, tokenizer, TokenDB.load(script_args.token_db_dir).vocabulary(),
-                                         pad_to_multiple_of=script_args.pad_vocab_to_multiple_of,
-                                         init_noise_std=script_args.new_token_init_noise, seed=training_args.seed)
-    return model, tokenizer, vocab_info
+    return load_model_and_tokenizer(script_args, training_args, model_args, TokenDB.load(script_args.token_db_dir),
+                                    device=DEVICE)
 
 
 def run_row(key, script_args, training_args, model_args, dataset, steps, warmup, peak_tflops,

@@ -10,8 +10,8 @@ tokenizer. Each run trains with recipes/sft_3mtoken.py, generates `num_beams` be
 masks: a list (every set) or a mapping mode -> sets; mode `catalog` writes OUT/NAME/t2mr_SET, any other mode
 OUT/NAME/t2mr_SET_MODE. A plan with `select` first scores the runs of an earlier (validation) plan and lets runs with
 `inherit: best` start from the best run's options, so settings are chosen on the validation split only; the choice
-is written to OUT_DIR/selection.json and reused when the plan runs again. Score the saved generations on any machine with
-`music3m-t2mr --generations NAME=OUT_DIR/NAME/t2mr_SET/generations_NAME.json`.
+is written to OUT_DIR/selection.json and reused when the plan runs again. Score the saved generations on any machine
+with `music3m-t2mr --generations NAME=OUT_DIR/NAME/t2mr_SET/generations_NAME.json`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class ExperimentArguments:
     out_dir: str = field(metadata={"help": "one folder per run: log, generations, scores"})
     parallel: int = field(default=4, metadata={"help": "runs trained at the same time on the GPU"})
     runs: list[str] = field(default_factory=list, metadata={"help": "only these runs of the plan (default all)"})
-    sets: list[str] = field(default_factory=list, metadata={"help": "only these request sets of the plan (default all)"})
+    sets: list[str] = field(default_factory=list, metadata={
+        "help": "only these request sets of the plan (default all)"})
     device: str = field(default="cuda", metadata={"help": "device for generation"})
     keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})

@@ -30,32 +30,47 @@ TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkp
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def load_model_and_data(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
-    """Tokenizer + music vocabulary, model with resized embeddings, SFT dataset -> (model, tokenizer, dataset,
-    counts, vocab_info)."""
-    # Tokenizer + music vocabulary, then the dataset (it needs the new tokens to tokenize the answers).
-    db = TokenDB.load(script_args.token_db_dir)
+def load_model_and_tokenizer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig,
+                             db: TokenDB, device: str | None = None):
+    """Tokenizer + music vocabulary and the model with resized embeddings -> (model, tokenizer, vocab_info). A random
+    initialisation (`random_init_config`) is built directly on `device`; pretrained weights are moved there."""
+    import torch
+
+    catalog = script_args.catalog_path or default_catalog(script_args.token_db_dir)
+    if script_args.new_token_init == "text" and not catalog:
+        raise ValueError(f"new_token_init: text describes each code by its tracks' catalog fields, and no catalog was "
+                         f"found: set catalog_path (the token database {script_args.token_db_dir} names no run with "
+                         f"a catalog.parquet)")
     tokenizer = load_tokenizer(script_args.tokenizer_name_or_path or model_args.model_name_or_path,
                                gguf_file=None if script_args.tokenizer_name_or_path else script_args.gguf_file)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-
     if script_args.random_init_config:
-        model = random_init_causal_lm(script_args.random_init_config, dtype=model_args.dtype,
-                                      attn_implementation=model_args.attn_implementation)
+        with torch.device(device or "cpu"):
+            model = random_init_causal_lm(script_args.random_init_config, dtype=model_args.dtype,
+                                          attn_implementation=model_args.attn_implementation)
     else:
         model = load_causal_lm(model_args.model_name_or_path, gguf_file=script_args.gguf_file,
                                cache_dir=script_args.model_cache_dir, dtype=model_args.dtype,
                                attn_implementation=model_args.attn_implementation)
-    catalog = script_args.catalog_path or default_catalog(script_args.token_db_dir)
-    texts = None
-    if script_args.new_token_init == "text":
-        texts = token_texts(db, catalog)
+        if device:
+            model.to(device)
+    texts = token_texts(db, catalog) if script_args.new_token_init == "text" else None
     vocab_info = extend_model_vocabulary(model, tokenizer, db.vocabulary(),
                                          pad_to_multiple_of=script_args.pad_vocab_to_multiple_of,
                                          init_noise_std=script_args.new_token_init_noise, seed=training_args.seed,
                                          init_texts=texts)
     logger.info("vocabulary extension: %s", vocab_info)
+    return model, tokenizer, vocab_info
+
+
+def load_model_and_data(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    """Tokenizer + music vocabulary, model with resized embeddings, SFT dataset -> (model, tokenizer, dataset,
+    counts, vocab_info)."""
+    # Tokenizer + music vocabulary, then the dataset (it needs the new tokens to tokenize the answers).
+    db = TokenDB.load(script_args.token_db_dir)
+    model, tokenizer, vocab_info = load_model_and_tokenizer(script_args, training_args, model_args, db)
+    catalog = script_args.catalog_path or default_catalog(script_args.token_db_dir)
 
     extra = alignment_examples(catalog, db, parse_tasks(script_args.alignment_tasks), script_args.system_prompt,
                                per_track=script_args.alignment_per_track, seed=training_args.seed) \

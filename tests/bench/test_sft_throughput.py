@@ -59,3 +59,36 @@ def test_two_processes_report_per_gpu_tokens_and_the_global_loss(workdir):  # no
     stock, fast = rows["stock32"], rows["fast128"]
     assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
     np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
+
+
+def test_pretrained_gguf_model_rows(workdir):  # noqa: F811
+    """The small offline model (SmolLM2-135M GGUF, pretrained weights) through the benchmark:
+    both rows build it the recipe's way (the first GPU run failed here: every row assumed a random-init config)."""
+    cfg = yaml.safe_load(_bench_config(workdir).read_text())
+    for key in ("random_init_config", "tokenizer_name_or_path"):
+        cfg.pop(key)
+    cfg.update(model_name_or_path="smollm2", model_cache_dir=str(workdir / "model_cache"))
+    (workdir / "smol.yaml").write_text(yaml.safe_dump(cfg))
+    out = workdir / "smol.json"
+    proc = subprocess.run([sys.executable, "bench/sft_throughput.py", "--config", str(workdir / "smol.yaml"),
+                           "--rows", "stock32,fast128", "--batch", "2", "--steps", "2", "--warmup", "1",
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"stock32", "fast128"} <= rows.keys(), proc.stdout[-3000:]
+    stock, fast = rows["stock32"], rows["fast128"]
+    assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
+    np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
+    assert 2 < stock["losses"][0] < 20  # pretrained weights, not a random model (whose first loss is ~ln V)
+
+
+def test_text_init_without_a_catalog_is_a_clear_error(workdir):  # noqa: F811
+    from types import SimpleNamespace
+
+    import pytest
+
+    from recipes.sft.trainer import load_model_and_tokenizer
+
+    args = SimpleNamespace(catalog_path=None, token_db_dir=str(workdir / "tok"), new_token_init="text")
+    with pytest.raises(ValueError, match="set catalog_path"):
+        load_model_and_tokenizer(args, None, None, db=None)

@@ -246,7 +246,7 @@ def test_fused_cross_entropy_with_float32_weights_under_bf16_autocast_cuda():
 
     g = torch.Generator(device="cuda").manual_seed(0)
     w = (0.05 * torch.randn(4000, 128, generator=g, device="cuda")).requires_grad_()     # float32 weights
-    x = torch.randn(300, 128, generator=g, device="cuda")
+    x = torch.randn(300, 128, generator=g, device="cuda").requires_grad_()  # Liger computes no gradient otherwise
     y = torch.randint(0, 4000, (300,), generator=g, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         h = torch.nn.functional.linear(x, torch.eye(128, device="cuda"))                 # bf16 hidden states
