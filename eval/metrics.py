@@ -78,3 +78,22 @@ def ndcg_at_k(ranked: np.ndarray, relevant: Sequence[Iterable[int]], k: int) -> 
     dcg = (hits * discount[:hits.shape[1]]).sum(axis=1)
     ideal = np.cumsum(discount)[np.minimum(sizes, k) - 1]
     return float(np.mean(dcg / ideal))
+
+
+def precision_per_query(ranked: np.ndarray, relevant: Sequence[Iterable[int]], k: int) -> np.ndarray:
+    """float [B]: Precision@k of each query (the values `ranking_metrics` averages)."""
+    return hit_matrix(np.asarray(ranked, dtype=np.int64)[:, :k], relevant).sum(axis=1) / k
+
+
+def bootstrap_ci(values: np.ndarray, other: np.ndarray | None = None, n: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(values) (or, with `other`, of mean(values - other): a paired difference
+    over the same queries), resampling queries with replacement."""
+    x = np.asarray(values, dtype=np.float64) - (0.0 if other is None else np.asarray(other, dtype=np.float64))
+    if x.size == 0:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n, x.size))
+    means = x[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from common.config import parse_config
 from eval.common import markdown_table, write_json
-from eval.metrics import ndcg_at_k, ranking_metrics
+from eval.metrics import bootstrap_ci, ndcg_at_k, precision_per_query, ranking_metrics
 
 KS = tuple(range(1, 11))
 
@@ -271,6 +271,7 @@ def run(cfg: T2MRConfig) -> dict:
         diagnostics.update(other.get("diagnostics", {}))
 
     reference_seen = next(iter(seen_of.values()), None)
+    per_query: dict[str, np.ndarray] = {}
     for label, ranked_rows in rankings.items():
         ranked_rows = _pad(ranked_rows, cfg.k)
         systems[label]["metrics"] = score(ranked_rows, relevant, cfg.k)
@@ -283,6 +284,13 @@ def run(cfg: T2MRConfig) -> dict:
                     if len(idx) else None
                 systems[label][f"{part} requests"] = int(len(idx))
         systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked_rows]
+        per_query[label] = precision_per_query(ranked_rows, relevant, 10)
+        systems[label]["P@10 95% CI"] = bootstrap_ci(per_query[label], seed=cfg.seed)
+    reference = next((b for b in ("BM25", "Dense (MiniLM)") if b in per_query), None)
+    for label in (per_query if reference else ()):
+        if label != reference:  # paired over the same requests: is the gap to the text baseline beyond noise?
+            systems[label][f"P@10 - {reference} 95% CI"] = bootstrap_ci(per_query[label], per_query[reference],
+                                                                        seed=cfg.seed)
     result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems,
               "diagnostics": diagnostics}
     _record_in_model_cards(cfg, result)
@@ -411,9 +419,12 @@ def report_markdown(result: dict) -> str:
     k = result["config"]["k"]
     cols = ["P@1", "P@5", "P@10", f"R@{k}", f"Hit@{k}", f"nDCG@{k}"]
     split = any("P@10 unseen" in s for s in result["systems"].values())
+    diff = next((key for s in result["systems"].values() for key in s if key.startswith("P@10 - ")), None)
     rows = []
     for name, s in result["systems"].items():
-        row = [name, *(f"{s['metrics'][c]:.4f}" for c in cols)]
+        row = [name, *(f"{s['metrics'][c]:.4f}" for c in cols), _interval(s.get("P@10 95% CI"))]
+        if diff:
+            row.append(_interval(s.get(diff)))
         if split:
             row += [_cell(s.get("P@10 seen")), _cell(s.get("P@10 unseen"))]
         rows.append(row)
@@ -426,7 +437,10 @@ def report_markdown(result: dict) -> str:
         extra = ["P@10 seen", "P@10 unseen"]
         head += (f"Seen requests (their normalised text is in the bundle's SFT data): {s['seen requests']}; unseen: "
                  f"{s['unseen requests']}. Baselines are split the same way.\n\n")
-    out = head + markdown_table(["system", *cols, *extra], rows) + "\n"
+    cis = ["P@10 95% CI", *([diff.replace(" 95% CI", ", 95% CI")] if diff else [])]
+    head += ("Intervals: percentile bootstrap over the requests (2,000 resamples); the difference to the text "
+             "baseline is paired (the same requests).\n\n")
+    out = head + markdown_table(["system", *cols, *cis, *extra], rows) + "\n"
     for name, d in result.get("diagnostics", {}).items():
         agree = ", ".join(f"{m} {_cell(a['share'])}" for m, a in d["level1_agreement"].items())
         out += (f"\n{name}: retrieval ceilings (the model emits a member's ID; equal weights, match): random member "
@@ -439,6 +453,13 @@ def report_markdown(result: dict) -> str:
 
 def _cell(x) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def _interval(ci) -> str:
+    if ci is None:
+        return "-"
+    signed = ci[0] < 0
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if signed else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def plot_precision(result: dict, path: Path) -> Path:

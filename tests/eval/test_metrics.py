@@ -52,3 +52,29 @@ def test_ndcg_by_hand():
     assert ndcg_at_k(np.array([[1, 2, 3]]), [{1, 2, 3, 4}], 3) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         ndcg_at_k(ranked, [{1}, set()], 3)
+
+
+def test_precision_per_query_averages_to_the_reported_precision():
+    from eval.metrics import precision_per_query
+
+    rng = np.random.default_rng(0)
+    ranked = rng.integers(-1, 40, size=(25, 12))
+    relevant = [set(rng.choice(40, size=rng.integers(1, 10), replace=False).tolist()) for _ in range(25)]
+    per_query = precision_per_query(ranked, relevant, 10)
+    assert per_query.shape == (25,) and per_query.max() <= 1
+    assert per_query.mean() == pytest.approx(ranking_metrics(ranked, relevant, [10])["precision@10"])
+    by_hand = [precision_at_k(r.tolist(), rel, 10) for r, rel in zip(ranked, relevant)]
+    assert per_query.tolist() == pytest.approx(by_hand)
+
+
+def test_bootstrap_interval_by_construction():
+    from eval.metrics import bootstrap_ci
+
+    assert bootstrap_ci(np.full(30, 0.2)) == pytest.approx((0.2, 0.2))
+    x = np.r_[np.zeros(50), np.ones(50)]
+    lo, hi = bootstrap_ci(x, seed=1)
+    assert 0.38 < lo < 0.45 and 0.55 < hi < 0.62  # mean 0.5, standard error 0.05: about 0.5 -+ 0.098
+    assert bootstrap_ci(x, seed=1) == (lo, hi)  # seeded
+    assert bootstrap_ci(x, x) == pytest.approx((0.0, 0.0))  # paired: identical systems differ by nothing
+    wide = bootstrap_ci(x[::10], seed=1)
+    assert wide[1] - wide[0] > 2 * (hi - lo)  # 10 requests instead of 100: a much wider interval

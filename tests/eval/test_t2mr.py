@@ -93,6 +93,11 @@ def test_t2mr_end_to_end_and_merge(bundle, tmp_path):
     assert systems["Tiny w/o modality selection"]["well_formed_top_beam"] == 1.0
     # BM25 on "rock"/"jazz": the album word decides; every top-10 track of each query is relevant
     assert systems["BM25"]["metrics"]["P@10"] == pytest.approx(1.0)
+    assert systems["BM25"]["P@10 95% CI"] == pytest.approx((1.0, 1.0)) and "P@10 - BM25 95% CI" not in systems["BM25"]
+    tiny = systems["Tiny w/o modality selection"]
+    lo, hi = tiny["P@10 - BM25 95% CI"]  # paired difference to BM25 over the same two requests
+    assert lo <= tiny["metrics"]["P@10"] - 1.0 <= hi and tiny["P@10 95% CI"][0] <= tiny["metrics"]["P@10"]
+    assert "P@10 - BM25, 95% CI" in (tmp_path / "a" / "t2mr.md").read_text()
     assert (tmp_path / "a" / "t2mr.md").read_text().count("|") > 10 and (tmp_path / "a" / "t2mr_precision.png").exists()
     merged = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "b"),
                             baselines=[], merge=[str(tmp_path / "a" / "t2mr.json")], k=10))
