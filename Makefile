@@ -8,7 +8,7 @@ RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test slow_test demo spotify spotify_bench t2mr_data t2mr_gpu t2mr_report bench bench_data bench_gpu clean help
+.PHONY: venv lint test slow_test demo spotify spotify_bench t2mr_data t2mr_gpu t2mr_report t2mr_folds t2mr_gpu_folds bench bench_data bench_gpu clean help
 
 help:
 	@echo "make demo       set up, then run the pipeline on the generated demo catalog (into $(RUN))"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint       ruff (configured in pyproject.toml); make test runs it first"
 	@echo "make spotify    ingest + vectorize the Spotify Songs CSV from $(SHARED) into runs/spotify"
 	@echo "make spotify_bench  (GPU) the T2MR experiments: validation ablation, final runs, tables (docs/t2mr.md)"
+	@echo "make t2mr_folds t2mr_gpu_folds  more T2MR validation folds (CPU data, then GPU runs); see docs/t2mr.md"
 	@echo "make bench      CPU speed benchmarks: retrieval at 1.6M tracks, the decoding mask's cost"
 	@echo "make bench_gpu  (CUDA) SFT throughput stock TRL vs fast path, nine RQ-VAEs at 1.6M tracks; multi-GPU scaling"
 
@@ -82,6 +83,21 @@ t2mr_data: venv
 	$(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv
 
 T2MR_PARALLEL ?= 5
+T2MR_FOLDS ?= 1 2 3 4
+# the validation plan's runs repeated on every fold (empty: all of them)
+T2MR_FOLD_RUNS ?= base text text_long
+# more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU)
+t2mr_folds: venv
+	for F in $(T2MR_FOLDS); do $(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv \
+		--val_run runs/spotify_val_f$$F --val_fold $$F; done
+
+t2mr_gpu_folds: venv
+	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
+		test -f $$R/tokenizers/rqvae/token_db.parquet || $(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml \
+			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae; \
+		$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
+			--run_dir $$R --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
+			$(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),); done
 t2mr_gpu: venv
 	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda \

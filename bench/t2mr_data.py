@@ -39,6 +39,9 @@ class T2MRDataConfig:
     val_run: str = field(default="runs/spotify_val", metadata={"help": "the validation run to build"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of the training playlists held out"})
     val_seed: int = field(default=1, metadata={"help": "seed of the validation split"})
+    val_fold: int = field(default=0, metadata={
+        "help": "validation fold: folds 0..4 of one seed (val_fraction 0.2) are disjoint sets of training playlists; "
+                "build each into its own val_run"})
     seen_fraction: float = field(default=0.25, metadata={
         "help": "share of each run's training playlists used as the seen request set"})
     seen_seed: int = field(default=2, metadata={"help": "seed of the seen sample"})
@@ -60,7 +63,8 @@ def build_val_run(cfg: T2MRDataConfig) -> None:
     splits = val_run / "splits"
     if not (splits / "excluded.txt").exists():
         split_run(SplitConfig(run_dir=str(val_run), playlists=str(_train_playlists(eval_run)),
-                              eval_fraction=cfg.val_fraction, seed=cfg.val_seed, out_dir=str(splits)))
+                              eval_fraction=cfg.val_fraction, seed=cfg.val_seed, fold=cfg.val_fold,
+                              out_dir=str(splits)))
         ids = (eval_run / "splits" / "playlists_eval.txt").read_text() + (splits / "playlists_eval.txt").read_text()
         (splits / "excluded.txt").write_text(ids)
     excluded = str(splits / "excluded.txt")

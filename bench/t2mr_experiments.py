@@ -41,6 +41,8 @@ class ExperimentArguments:
     out_dir: str = field(metadata={"help": "one folder per run: log, generations, scores"})
     parallel: int = field(default=4, metadata={"help": "runs trained at the same time on the GPU"})
     runs: list[str] = field(default_factory=list, metadata={"help": "only these runs of the plan (default all)"})
+    run_dir: str | None = field(default=None, metadata={
+        "help": "the plan's run_dir instead of its own (the same plan on another validation fold)"})
     sets: list[str] = field(default_factory=list, metadata={
         "help": "only these request sets of the plan (default all)"})
     device: str = field(default="cuda", metadata={"help": "device for generation"})
@@ -148,31 +150,52 @@ def selection_score(t2mr_json: Path) -> float:
 
 
 def select_best(select: dict) -> dict:
-    """Score every finished run of the validation plan on its set -> the best run's name, options and scores."""
+    """Score every finished run of the validation plan on its set -> the best run's name, options and scores.
+
+    `select.folds` (optional): more validation folds, each {run_dir, from}, where the same plan ran
+    (`--run_dir FOLD_RUN --out_dir FROM`); a run's score is then the request-weighted mean over the folds that have
+    it."""
     val_plan = yaml.safe_load(Path(select["plan"]).read_text())
+    folds = [{"run_dir": val_plan.get("run_dir"), "from": select["from"]}, *select.get("folds", [])]
+    totals: dict[str, list[float]] = {}
+    for fold in folds:
+        for name, (value, requests) in _fold_scores(val_plan, select["set"], fold).items():
+            total = totals.setdefault(name, [0.0, 0])
+            total[0] += value * requests
+            total[1] += requests
+    scores = {n: t[0] / t[1] for n, t in totals.items()}
+    if not scores:
+        raise RuntimeError(f"select: no finished run in {[f['from'] for f in folds]}")
+    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))  # ties: the earlier (simpler) run
+    run = next(r for r in val_plan["runs"] if r["name"] == best)
+    return {"best": best, "args": run.get("args", {}), "scores": scores,
+            "requests": {n: t[1] for n, t in totals.items()}}
+
+
+def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[float, int]]:
+    """run name -> (selection score, requests) on one validation fold."""
     scores = {}
     for run in val_plan["runs"]:
-        gen = Path(select["from"]) / run["name"] / f"t2mr_{select['set']}" / f"generations_{run['name']}.json"
+        gen = Path(fold["from"]) / run["name"] / f"t2mr_{set_name}" / f"generations_{run['name']}.json"
         if not gen.exists():
             continue
-        run_dir = run.get("run_dir", val_plan.get("run_dir"))
+        run_dir = run.get("run_dir", fold["run_dir"])
         out = gen.parent / "selection"
         subprocess.run([sys.executable, "-m", "eval.t2mr", "--run_dir", run_dir, "--playlists",
-                        _fill(val_plan["sets"][select["set"]], {"run_dir": run_dir}),
+                        _fill(val_plan["sets"][set_name], {"run_dir": run_dir}),
                         "--generations", f"{run['name']}={gen}", "--baselines", "none", "--unimodal", "false",
                         "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4",
                         "--out_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
-        scores[run["name"]] = selection_score(out / "t2mr.json")
-    if not scores:
-        raise RuntimeError(f"select: no finished run in {select['from']}")
-    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))  # ties: the earlier (simpler) run
-    run = next(r for r in val_plan["runs"] if r["name"] == best)
-    return {"best": best, "args": run.get("args", {}), "scores": scores}
+        doc = json.loads((out / "t2mr.json").read_text())
+        scores[run["name"]] = (selection_score(out / "t2mr.json"), int(doc["queries"]["queries"]))
+    return scores
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_config(ExperimentArguments, argv)
     plan = yaml.safe_load(Path(args.plan).read_text())
+    if args.run_dir:
+        plan["run_dir"] = args.run_dir
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     if plan.get("select"):
         saved = Path(args.out_dir) / "selection.json"

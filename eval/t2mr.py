@@ -285,6 +285,7 @@ def run(cfg: T2MRConfig) -> dict:
                 systems[label][f"{part} requests"] = int(len(idx))
         systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked_rows]
         per_query[label] = precision_per_query(ranked_rows, relevant, 10)
+        systems[label]["P@10 per request"] = per_query[label].round(4).tolist()  # for pooling runs (bench.t2mr_pool)
         systems[label]["P@10 95% CI"] = bootstrap_ci(per_query[label], seed=cfg.seed)
     reference = next((b for b in ("BM25", "Dense (MiniLM)") if b in per_query), None)
     for label in (per_query if reference else ()):

@@ -222,11 +222,17 @@ def read_id_list(path: str | Path) -> set[str]:
         return {s for s in (line.split("#", 1)[0].strip() for line in fh) if s}
 
 
-def split_playlists(playlists: list[Playlist], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split playlist ids into (train, eval) with a fixed seed; deterministic for the same ids and seed."""
+def split_playlists(playlists: list[Playlist], eval_fraction: float, seed: int,
+                    fold: int = 0) -> tuple[list[str], list[str]]:
+    """Split playlist ids into (train, eval) with a fixed seed; deterministic for the same ids and seed. `fold` k takes
+    the k-th block of the same shuffled order, so folds 0, 1, ... of one seed are disjoint (cross-validation)."""
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
     ids = sorted(p.playlist_id for p in playlists)
     random.Random(seed).shuffle(ids)
     n_eval = max(1, round(len(ids) * eval_fraction))
-    return sorted(ids[n_eval:]), sorted(ids[:n_eval])
+    if not 0 <= fold < len(ids) // n_eval:
+        raise ValueError(f"fold must be in [0, {len(ids) // n_eval}) for {len(ids)} playlists and eval_fraction "
+                         f"{eval_fraction}, got {fold}")
+    held = ids[fold * n_eval:(fold + 1) * n_eval]
+    return sorted(set(ids) - set(held)), sorted(held)

@@ -28,6 +28,8 @@ class SplitConfig:
     playlists: str | None = field(default=None, metadata={"help": "playlists JSONL (default RUN_DIR/playlists.jsonl)"})
     eval_fraction: float = field(default=0.2, metadata={"help": "share of playlists held out for evaluation"})
     seed: int = field(default=0, metadata={"help": "split seed"})
+    fold: int = field(default=0, metadata={
+        "help": "which block of the seeded order is held out: folds 0..1/eval_fraction-1 of one seed are disjoint"})
     out_dir: str | None = field(default=None, metadata={"help": "output folder (default RUN_DIR/splits)"})
 
 
@@ -36,7 +38,7 @@ def run(cfg: SplitConfig) -> dict:
     if not cfg.playlists and (Path(cfg.run_dir) / MANIFEST).exists():  # the run's own playlists: the ones ingest wrote
         verify_outputs(Path(cfg.run_dir) / MANIFEST, {"playlists": OUTPUTS["playlists"]})
     playlists = read_playlists(src)
-    train, evaluation = split_playlists(playlists, cfg.eval_fraction, cfg.seed)
+    train, evaluation = split_playlists(playlists, cfg.eval_fraction, cfg.seed, cfg.fold)
     out = Path(cfg.out_dir or Path(cfg.run_dir) / "splits")
     out.mkdir(parents=True, exist_ok=True)
     (out / "playlists_train.txt").write_text("".join(f"{p}\n" for p in train))
@@ -44,7 +46,7 @@ def run(cfg: SplitConfig) -> dict:
     eval_set = set(evaluation)
     write_playlists([p for p in playlists if p.playlist_id in eval_set], out / "playlists_eval.jsonl")
     write_playlists([p for p in playlists if p.playlist_id not in eval_set], out / "playlists_train.jsonl")
-    info = {"source": str(src), "source_sha256": file_sha256(src), "seed": cfg.seed,
+    info = {"source": str(src), "source_sha256": file_sha256(src), "seed": cfg.seed, "fold": cfg.fold,
             "eval_fraction": cfg.eval_fraction, "train": len(train), "eval": len(evaluation)}
     (out / "split.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

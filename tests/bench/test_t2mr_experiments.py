@@ -53,3 +53,17 @@ def test_a_saved_selection_is_reused_and_inherited(tmp_path, monkeypatch):
     te.main(["--plan", str(plan_file), "--out_dir", str(out), "--parallel", "1"])
     assert seen[0]["new_token_init"] == "text" and "new_token_init" not in seen[1]
     assert json.loads((out / "selection.json").read_text())["best"] == "text"
+
+
+def test_selection_pools_folds_by_requests(tmp_path, monkeypatch):
+    val_plan = tmp_path / "val.yaml"
+    val_plan.write_text(json.dumps({**PLAN, "runs": [{"name": "a"}, {"name": "b", "args": {"max_steps": 9}}]}))
+    by_fold = {"runs/x": {"a": (0.10, 60), "b": (0.04, 60)},    # the plan's own fold alone would choose a
+               "runs/v1": {"a": (0.00, 240), "b": (0.05, 240)}}
+    monkeypatch.setattr(te, "_fold_scores", lambda plan, set_name, fold: by_fold[fold["run_dir"]])
+    select = {"plan": str(val_plan), "from": "x", "set": "val"}
+    assert te.select_best(select)["best"] == "a"
+    chosen = te.select_best({**select, "folds": [{"run_dir": "runs/v1", "from": "y"}]})
+    assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
+    assert chosen["scores"]["a"] == pytest.approx((0.10 * 60 + 0.0 * 240) / 300)
+    assert chosen["requests"] == {"a": 300, "b": 300}

@@ -1,0 +1,80 @@
+"""Pool T2MR results of several request sets (validation folds) -> one table with bootstrap intervals.
+
+    python -m bench.t2mr_pool --results runs/t2mr_report/fold0/t2mr.json runs/t2mr_report/fold1/t2mr.json
+
+Each t2mr.json (written by `music3m-t2mr`) holds every system's P@10 per request; a system's pooled P@10 is the mean
+over all requests of the files that have it (so each request counts once, whatever its fold). Intervals: percentile
+bootstrap over the pooled requests; the difference to BM25 is paired over the requests where both were scored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.config import parse_config
+from eval.common import markdown_table
+from eval.metrics import bootstrap_ci
+
+
+@dataclass
+class PoolConfig:
+    """Pool the per-request P@10 of several music3m-t2mr runs."""
+
+    results: list[str] = field(metadata={"help": "t2mr.json files (one per validation fold or request set)"})
+    reference: str = field(default="BM25", metadata={"help": "system the paired differences are taken against"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    out: str | None = field(default=None, metadata={"help": "also write the table (markdown) here"})
+
+
+def pool(paths: list[str], reference: str = "BM25", seed: int = 0) -> dict[str, dict]:
+    """system -> {requests, files, P@10, P@10 95% CI, P@10 - REFERENCE 95% CI}."""
+    per: dict[str, list[np.ndarray]] = {}
+    ref_of: dict[str, list[np.ndarray]] = {}
+    files: dict[str, int] = {}
+    for path in paths:
+        systems = json.loads(Path(path).read_text())["systems"]
+        ref = systems.get(reference, {}).get("P@10 per request")
+        for name, s in systems.items():
+            values = s.get("P@10 per request")
+            if values is None:
+                raise ValueError(f"{path}: system {name!r} has no 'P@10 per request' (re-score it with music3m-t2mr)")
+            per.setdefault(name, []).append(np.asarray(values))
+            files[name] = files.get(name, 0) + 1
+            if ref is not None and name != reference:
+                ref_of.setdefault(name, []).append(np.asarray(ref))
+    out = {}
+    for name, chunks in per.items():
+        x = np.concatenate(chunks)
+        row = {"requests": int(x.size), "files": files[name], "P@10": float(x.mean()),
+               "P@10 95% CI": bootstrap_ci(x, seed=seed)}
+        if len(ref_of.get(name, [])) == len(chunks):
+            row[f"P@10 - {reference} 95% CI"] = bootstrap_ci(x, np.concatenate(ref_of[name]), seed=seed)
+        out[name] = row
+    return out
+
+
+def table(pooled: dict[str, dict], reference: str = "BM25") -> str:
+    key = f"P@10 - {reference} 95% CI"
+
+    def ci(v):
+        return "-" if v is None else f"[{v[0]:+.4f}, {v[1]:+.4f}]"
+    rows = [[n, str(r["requests"]), str(r["files"]), f"{r['P@10']:.4f}", ci(r["P@10 95% CI"]), ci(r.get(key))]
+            for n, r in sorted(pooled.items(), key=lambda kv: -kv[1]["P@10"])]
+    return markdown_table(["system", "requests", "files", "P@10", "95% interval", f"P@10 - {reference}, paired"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(PoolConfig, argv)
+    text = table(pool(cfg.results, cfg.reference, cfg.seed), cfg.reference)
+    print(text)
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
