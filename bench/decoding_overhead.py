@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench import REQUESTS
 from common.config import parse_config
 from inference.decoding import MusicTokenLogitsProcessor, build_automaton
 from inference.recommend import max_answer_tokens
 from recipes.sft.model_utils import load_causal_lm, load_tokenizer
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.vocab import extend_model_vocabulary
-
-REQUESTS = ["play some 90s rock for a road trip", "chill lofi beats to study to", "upbeat latin pop for a party",
-            "sad songs from the 2000s", "energetic edm for the gym", "classic hip hop from the 90s",
-            "acoustic songs for a rainy sunday", "r&b slow jams"]
 
 
 @dataclass

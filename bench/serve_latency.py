@@ -21,15 +21,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from bench import REQUESTS
 from common.config import parse_config
 from eval.common import markdown_table, write_json
 from inference.bundle import BundleNotFoundError
 from inference.recommend import InputNotFoundError, Recommender
 from inference.serve import spawn_server
-
-REQUESTS = ["play some 90s rock for a road trip", "chill lofi beats to study to", "upbeat latin pop for a party",
-            "sad songs from the 2000s", "energetic edm for the gym", "classic hip hop from the 90s",
-            "acoustic songs for a rainy sunday", "r&b slow jams"]
 
 
 @dataclass

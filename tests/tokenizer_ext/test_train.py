@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from common.config import parse_config
-from data_gen.catalog.ingest import IngestConfig
-from data_gen.catalog.ingest import run as ingest_run
 from data_gen.catalog.track_split import split_tracks
 from data_gen.vectorize.embeddings import EmbeddingStore
-from data_gen.vectorize.run import VectorizeConfig
-from data_gen.vectorize.run import run as vectorize_run
+from tests.tokenizer_ext.helpers import demo_run
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokenizer import MusicTokenizer
 from tokenizer_ext.train import TrainConfig, main
@@ -28,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("tok") / "run"
-    ingest_run(IngestConfig(run_dir=str(run_dir), source="demo", num_tracks=300))
-    vectorize_run(VectorizeConfig(run_dir=str(run_dir), modalities=",".join(MODALITIES)))
-    return run_dir
+    return demo_run(tmp_path_factory.mktemp("tok"), 300, MODALITIES)
 
 
 def test_help():

@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_gen.catalog.ingest import IngestConfig
-from data_gen.catalog.ingest import run as ingest_run
-from data_gen.vectorize.run import VectorizeConfig
-from data_gen.vectorize.run import run as vectorize_run
 from tests.process import kill_when
+from tests.tokenizer_ext.helpers import demo_run
 from tokenizer_ext.token_db import TokenDB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,10 +25,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same arithmetic in every run
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("tok_resume") / "run"
-    ingest_run(IngestConfig(run_dir=str(run_dir), source="demo", num_tracks=1000))
-    vectorize_run(VectorizeConfig(run_dir=str(run_dir), modalities=",".join(MODALITIES)))
-    return run_dir
+    return demo_run(tmp_path_factory.mktemp("tok_resume"), 1000, MODALITIES)
 
 
 def _command(run_dir: Path, out_dir: Path) -> list[str]:
