@@ -141,9 +141,10 @@ def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
     return result
 
 
-def selection_score(t2mr_json: Path) -> float:
-    """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams)."""
-    systems = json.loads(t2mr_json.read_text())["systems"]
+def selection_score(t2mr: dict) -> float:
+    """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams) of a
+    music3m-t2mr result (its t2mr.json)."""
+    systems = t2mr["systems"]
     values = [s.get("P@10 unseen") if s.get("P@10 unseen") is not None else s["metrics"]["P@10"]
               for s in systems.values()]
     return max(values)
@@ -176,7 +177,7 @@ def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[f
     """run name -> (selection score, requests) on one validation fold."""
     scores = {}
     for run in val_plan["runs"]:
-        gen = Path(fold["from"]) / run["name"] / f"t2mr_{set_name}" / f"generations_{run['name']}.json"
+        gen = Path(fold["from"]) / run["name"] / set_dir(set_name) / f"generations_{run['name']}.json"
         if not gen.exists():
             continue
         run_dir = run.get("run_dir", fold["run_dir"])
@@ -187,7 +188,7 @@ def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[f
                         "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4",
                         "--out_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
         doc = json.loads((out / "t2mr.json").read_text())
-        scores[run["name"]] = (selection_score(out / "t2mr.json"), int(doc["queries"]["queries"]))
+        scores[run["name"]] = (selection_score(doc), int(doc["queries"]["queries"]))
     return scores
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import parse_config
-from eval.common import markdown_table
+from eval.common import fmt_interval, markdown_table
 from eval.metrics import bootstrap_ci
 
 
@@ -59,10 +59,8 @@ def pool(paths: list[str], reference: str = "BM25", seed: int = 0) -> dict[str, 
 
 def table(pooled: dict[str, dict], reference: str = "BM25") -> str:
     key = f"P@10 - {reference} 95% CI"
-
-    def ci(v):
-        return "-" if v is None else f"[{v[0]:+.4f}, {v[1]:+.4f}]"
-    rows = [[n, str(r["requests"]), str(r["files"]), f"{r['P@10']:.4f}", ci(r["P@10 95% CI"]), ci(r.get(key))]
+    rows = [[n, str(r["requests"]), str(r["files"]), f"{r['P@10']:.4f}", fmt_interval(r["P@10 95% CI"]),
+             fmt_interval(r.get(key))]
             for n, r in sorted(pooled.items(), key=lambda kv: -kv[1]["P@10"])]
     return markdown_table(["system", "requests", "files", "P@10", "95% interval", f"P@10 - {reference}, paired"], rows)
 

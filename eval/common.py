@@ -61,6 +61,13 @@ def fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
+def fmt_interval(ci: Sequence[float] | None) -> str:
+    """[lo, hi] with 4 decimals; signed when the interval reaches below zero (a difference), '-' when absent."""
+    if ci is None:
+        return "-"
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci[0] < 0 else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]

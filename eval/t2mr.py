@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.config import parse_config
-from eval.common import markdown_table, write_json
+from eval.common import fmt_interval, markdown_table, write_json
 from eval.metrics import bootstrap_ci, ndcg_at_k, precision_per_query, ranking_metrics
 
 KS = tuple(range(1, 11))
@@ -275,21 +275,19 @@ def run(cfg: T2MRConfig) -> dict:
     for label, ranked_rows in rankings.items():
         ranked_rows = _pad(ranked_rows, cfg.k)
         systems[label]["metrics"] = score(ranked_rows, relevant, cfg.k)
+        per_query[label] = precision_per_query(ranked_rows, relevant, 10)
         seen = seen_of.get(label, reference_seen)
         if seen is not None:
             systems[label]["seen"] = seen.tolist()
             for part, mask in (("seen", seen), ("unseen", ~seen)):
-                idx = np.flatnonzero(mask)
-                systems[label][f"P@10 {part}"] = score(ranked_rows[idx], [relevant[i] for i in idx], cfg.k)["P@10"] \
-                    if len(idx) else None
-                systems[label][f"{part} requests"] = int(len(idx))
+                systems[label][f"P@10 {part}"] = float(per_query[label][mask].mean()) if mask.any() else None
+                systems[label][f"{part} requests"] = int(mask.sum())
         systems[label]["ranked_track_ids"] = [[track_ids[r] for r in row if r >= 0] for row in ranked_rows]
-        per_query[label] = precision_per_query(ranked_rows, relevant, 10)
         systems[label]["P@10 per request"] = per_query[label].round(4).tolist()  # for pooling runs (bench.t2mr_pool)
         systems[label]["P@10 95% CI"] = bootstrap_ci(per_query[label], seed=cfg.seed)
     reference = next((b for b in ("BM25", "Dense (MiniLM)") if b in per_query), None)
-    for label in (per_query if reference else ()):
-        if label != reference:  # paired over the same requests: is the gap to the text baseline beyond noise?
+    if reference:  # paired over the same requests: is the gap to the text baseline beyond noise?
+        for label in [n for n in per_query if n != reference]:
             systems[label][f"P@10 - {reference} 95% CI"] = bootstrap_ci(per_query[label], per_query[reference],
                                                                         seed=cfg.seed)
     result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems,
@@ -423,9 +421,9 @@ def report_markdown(result: dict) -> str:
     diff = next((key for s in result["systems"].values() for key in s if key.startswith("P@10 - ")), None)
     rows = []
     for name, s in result["systems"].items():
-        row = [name, *(f"{s['metrics'][c]:.4f}" for c in cols), _interval(s.get("P@10 95% CI"))]
+        row = [name, *(f"{s['metrics'][c]:.4f}" for c in cols), fmt_interval(s.get("P@10 95% CI"))]
         if diff:
-            row.append(_interval(s.get(diff)))
+            row.append(fmt_interval(s.get(diff)))
         if split:
             row += [_cell(s.get("P@10 seen")), _cell(s.get("P@10 unseen"))]
         rows.append(row)
@@ -454,13 +452,6 @@ def report_markdown(result: dict) -> str:
 
 def _cell(x) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def _interval(ci) -> str:
-    if ci is None:
-        return "-"
-    signed = ci[0] < 0
-    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if signed else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def plot_precision(result: dict, path: Path) -> Path:
