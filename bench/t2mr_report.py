@@ -148,8 +148,8 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
                             generations=[f"{n}={_gen(cfg.eval_dir, n, 'eval', mode)}" for n in names]))
     seen = run(T2MRConfig(**opts, playlists=plan["sets"]["seen"].replace("{R}", run_dir),
                           out_dir=f"{cfg.work_dir}/eval_seen", baselines=["bm25"], unimodal=False,
-                          diagnostics=False, generations=[f"{n}={_gen(cfg.eval_dir, n, 'seen')}" for n in names
-                                                          if _gen(cfg.eval_dir, n, "seen").exists()]))
+                          diagnostics=False, generations=[f"{n}={_gen(cfg.eval_dir, n, 'seen', mode)}" for n in names
+                                                          if _gen(cfg.eval_dir, n, "seen", mode).exists()]))
     lines = ["| system | P@1 | P@5 | P@10 | R@10 | Hit@10 | nDCG@10 | P@10 unseen requests | P@10 seen requests | "
              "P@10 on training playlists |", "|" + "---|" * 10]
     for k, sys_ in result["systems"].items():
