@@ -45,6 +45,8 @@ class ExperimentArguments:
         "help": "the plan's run_dir instead of its own (the same plan on another validation fold)"})
     sets: list[str] = field(default_factory=list, metadata={
         "help": "only these request sets of the plan (default all)"})
+    modes: list[str] = field(default_factory=list, metadata={
+        "help": "only these decoding masks of the plan's generate.modes (default all), e.g. catalog"})
     device: str = field(default="cuda", metadata={"help": "device for generation"})
     keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
@@ -101,6 +103,23 @@ def generation_targets(plan: dict) -> list[tuple[str, str]]:
     if unknown:
         raise ValueError(f"generate.modes names sets that the plan does not have: {unknown}")
     return pairs
+
+
+def restrict(plan: dict, sets: list[str], modes: list[str]) -> None:
+    """Keep only these request sets and decoding masks of the plan (empty: keep all), in place."""
+    gen = plan.setdefault("generate", {})
+    targets = generation_targets(plan)
+    if modes:
+        unknown = sorted(set(modes) - {m for m, _ in targets})
+        if unknown:
+            raise ValueError(f"--modes names masks that the plan does not generate: {unknown}")
+    if sets:
+        plan["sets"] = {k: v for k, v in plan["sets"].items() if k in sets}
+    kept: dict[str, list[str]] = {}
+    for m, s in targets:
+        if (not modes or m in modes) and s in plan["sets"]:
+            kept.setdefault(m, []).append(s)
+    gen["modes"] = kept
 
 
 def set_dir(set_name: str, mode: str = "catalog") -> str:
@@ -206,11 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]
     runs = [r for r in plan["runs"] if not args.runs or r["name"] in args.runs]
-    if args.sets:
-        plan["sets"] = {k: v for k, v in plan["sets"].items() if k in args.sets}
-        modes = plan.get("generate", {}).get("modes")
-        if isinstance(modes, dict):
-            plan["generate"]["modes"] = {m: [s for s in sets if s in args.sets] for m, sets in modes.items()}
+    restrict(plan, args.sets, args.modes)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for result in pool.map(lambda r: run_one(plan, r, args), runs):
             print(json.dumps({k: v for k, v in result.items() if k != "loss"}), flush=True)

@@ -40,6 +40,20 @@ def test_modes_as_a_list_cover_every_set_and_unknown_sets_are_refused():
         te.generation_targets({**PLAN, "generate": {"modes": {"modality": ["eval"]}}})
 
 
+def test_sets_and_modes_restrict_the_generations():
+    plan = json.loads(json.dumps(PLAN))
+    te.restrict(plan, [], ["catalog"])
+    assert te.generation_targets(plan) == [("catalog", "val"), ("catalog", "seen")]
+    plan = json.loads(json.dumps({**PLAN, "generate": {"modes": ["catalog", "modality"]}}))
+    te.restrict(plan, ["val"], [])
+    assert te.generation_targets(plan) == [("catalog", "val"), ("modality", "val")]
+    plan = json.loads(json.dumps(PLAN))
+    te.restrict(plan, ["val"], ["modality"])
+    assert te.generation_targets(plan) == [("modality", "val")]
+    with pytest.raises(ValueError, match="sampling"):
+        te.restrict(json.loads(json.dumps(PLAN)), [], ["sampling"])
+
+
 def test_a_saved_selection_is_reused_and_inherited(tmp_path, monkeypatch):
     plan = {**PLAN, "select": {"plan": "missing.yaml", "from": "nowhere", "set": "val"},
             "runs": [{"name": "final", "inherit": "best"}, {"name": "paper"}]}
