@@ -66,9 +66,18 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def build_trainers(groups_data, cfg, device, matmul_dtype, steps_per_graph) -> list[GroupTrainer]:
+def split_groups(groups_data, max_models: int) -> list:
+    """(names, dims, data [G, n, d]) groups -> runs of at most max_models models (views of the same data; 0: as is):
+    smaller groups, each on its own CUDA stream (measured slower on an H200; the recipe keeps one group per width)."""
+    if max_models <= 0:
+        return groups_data
+    return [(names[i:i + max_models], dims[i:i + max_models], data[i:i + max_models])
+            for names, dims, data in groups_data for i in range(0, len(names), max_models)]
+
+
+def build_trainers(groups_data, cfg, device, matmul_dtype, steps_per_graph, max_models=0) -> list[GroupTrainer]:
     trainers = []
-    for names, dims, data in groups_data:
+    for names, dims, data in split_groups(groups_data, max_models):
         models = [build_model(d, cfg.seed, device, data[i, :cfg.batch, :d], cfg.init_kmeans_iters)
                   for i, d in enumerate(dims)]
         trainers.append(GroupTrainer(names, data, models, cfg.batch, cfg.lr, cfg.weight_decay,
@@ -181,9 +190,12 @@ class RQVAEScaleConfig:
         "help": "fast path: operand dtype of the matmuls (parameters, BatchNorm and losses stay float32)",
         "choices": ["float32", "bfloat16"]})
     steps_per_graph: int = field(default=1, metadata={"help": "fast path: optimizer steps per CUDA graph"})
+    max_models: int = field(default=0, metadata={
+        "help": "fast path: at most this many models per group, each group on its own stream (0: one group per "
+                "input width, as the recipe)"})
     variants: str = field(default="", metadata={
-        "help": "also time fast-path variants, e.g. 'float32:1,bfloat16:1,bfloat16:8' (matmul dtype:steps per "
-                "graph), --variant_steps steps each"})
+        "help": "also time fast-path variants, e.g. 'float32:1,bfloat16:1,bfloat16:1:2' (matmul dtype:steps per "
+                "graph[:max models per group]), --variant_steps steps each"})
     variant_steps: int = field(default=1000, metadata={"help": "timed steps per fast-path variant"})
     profile_steps: int = field(default=0, metadata={"help": "profile this many steps of each group (kernels)"})
     skip_plain: bool = field(default=False, metadata={
@@ -239,12 +251,14 @@ def main(argv: list[str] | None = None) -> None:
     # fast-path variants: same data, a short timed run each (ms per step, all groups concurrently)
     result["variants"] = []
     for spec in filter(None, cfg.variants.split(",")):
-        dtype_name, k = spec.split(":")
+        dtype_name, k, *rest = spec.split(":")
+        max_models = int(rest[0]) if rest else 0
         t = time.perf_counter()
-        trainers = build_trainers(groups_data, cfg, device, getattr(torch, dtype_name), int(k))
+        trainers = build_trainers(groups_data, cfg, device, getattr(torch, dtype_name), int(k), max_models)
         setup = time.perf_counter() - t
         ms = 1e3 * time_steps(trainers, cfg.variant_steps, device)
-        result["variants"].append({"matmul_dtype": dtype_name, "steps_per_graph": int(k), "ms_per_step": ms,
+        result["variants"].append({"matmul_dtype": dtype_name, "steps_per_graph": int(k), "max_models": max_models,
+                                   "groups": len(trainers), "ms_per_step": ms,
                                    "setup_s": setup, "graphs": [tr.graph is not None for tr in trainers]})
         print(f"variant {spec}: {ms:.3f} ms per step (all nine models), setup {setup:.1f} s, graphs "
               f"{result['variants'][-1]['graphs']}", flush=True)
@@ -256,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # fast path: data resident, grouped models, one CUDA graph per group step, groups on their own streams
     t = time.perf_counter()
-    trainers = build_trainers(groups_data, cfg, device, getattr(torch, cfg.matmul_dtype), cfg.steps_per_graph)
+    trainers = build_trainers(groups_data, cfg, device, getattr(torch, cfg.matmul_dtype), cfg.steps_per_graph,
+                              cfg.max_models)
     sync(device)
     result["fast_setup_s"] = time.perf_counter() - t
     whole, frac = int(cfg.epochs_measured), cfg.epochs_measured - int(cfg.epochs_measured)
@@ -287,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     extras = (", compiled" if all(result["fast_compiled"]) else "") + \
         (", CUDA graphs" if all(result["fast_graphs"]) else "")
     extras += f", {cfg.matmul_dtype} matmuls" + \
-        (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "")
+        (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "") + \
+        (f", {len(trainers)} groups of at most {cfg.max_models} models" if cfg.max_models > 0 else "")
     print(f"| fast path (GPU-resident, grouped{extras}) | {cfg.epochs_measured:g} epochs = {steps:,} steps, "
           f"{fast_s:.1f} s (+ {result['fast_setup_s']:.1f} s setup) | {result['fast_150_s']:,.0f} | "
           f"{result['fast_150_s'] / 60:.1f} |")
@@ -296,10 +312,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nfast path / plain loop speed-up: {result['speedup']:.1f}x")
     if result["variants"]:
         print(f"\nFast-path variants ({cfg.variant_steps} steps each, all nine models concurrently):\n")
-        print("| matmul operands | steps per CUDA graph | ms per step | 150 epochs, minutes (+ setup) |")
-        print("|---|---|---|---|")
+        print("| matmul operands | steps per CUDA graph | groups (streams) | ms per step | "
+              "150 epochs, minutes (+ setup) |")
+        print("|---|---|---|---|---|")
         for v in result["variants"]:
-            print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['ms_per_step']:.3f} | "
+            print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['groups']} | {v['ms_per_step']:.3f} | "
                   f"{v['ms_per_step'] * steps_per_epoch * cfg.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ KMEANS_METHODS = ("kmeans", "rqkmeans", "psrq", "psrq_joint")  # trained by k-me
 # Fields that only some methods read; other methods leave them out of their checkpoint key, so adding them did not
 # invalidate checkpoints trained before they existed.
 METHOD_FIELDS = {"grouped": ("rqvae", "vqvae"), "grouped_data_dtype": ("rqvae", "vqvae"),
+                 "grouped_matmul_dtype": ("rqvae", "vqvae"),
                  "sub_embedding_dim": ("fusid",), "fusion_hidden_dim": ("fusid",), "reg_weight": ("fusid",),
                  "variance_target": ("fusid",), "shared_levels": ("musicrec",), "align_weight": ("musicrec",),
                  "relation_weight": ("musicrec",), "align_temperature": ("musicrec",),
@@ -110,6 +111,10 @@ class TokenizerConfig:
     grouped_data_dtype: str = field(default="float32", metadata={
         "help": "grouped: dtype of the training rows kept on the device (bfloat16 halves the memory of wide inputs)",
         "choices": ["float32", "bfloat16"]})
+    grouped_matmul_dtype: str = field(default="float32", metadata={
+        "help": "grouped: operand dtype of the matmuls (parameters, BatchNorm, codebook search and losses stay "
+                "float32); docs/performance.md gives the speed and the reconstruction of each",
+        "choices": ["float32", "bfloat16"]})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -132,7 +137,9 @@ class TokenizerConfig:
         else:
             names = [n for n in names if n != "kmeans_full_batch_max_rows"]
         if not self.grouped:  # per-modality training: the key of the checkpoints trained before the option existed
-            names = [n for n in names if n not in ("grouped", "grouped_data_dtype")]
+            names = [n for n in names if n not in ("grouped", "grouped_data_dtype", "grouped_matmul_dtype")]
+        elif self.grouped_matmul_dtype == "float32":  # the key of grouped checkpoints trained before the option
+            names = [n for n in names if n != "grouped_matmul_dtype"]
         return {n: getattr(self, n) for n in names}
 
     def tokenizer_config(self) -> TokenizerConfig:

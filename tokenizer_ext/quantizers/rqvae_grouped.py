@@ -271,7 +271,8 @@ class GroupTrainer:
 
 def width_groups(d_in: dict[str, int], small_width: int = 256) -> list[list[str]]:
     """Modalities -> groups trained together: every input width above small_width is its own group (the text
-    modalities: 4096 in the paper); all narrower inputs form one group padded to the widest of them."""
+    modalities: 4096 in the paper); all narrower inputs form one group padded to the widest of them. (Smaller groups
+    on more CUDA streams are slower: bench/rqvae_scale.py --variants bfloat16:1:K, docs/performance.md.)"""
     small = [m for m, d in d_in.items() if d <= small_width]
     wide: dict[int, list[str]] = {}
     for m, d in d_in.items():
@@ -290,7 +291,8 @@ def _rows(x: Rows) -> np.ndarray:
 def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows],
                   shapes: dict[str, tuple[int, int]] | None = None,
                   x_val: dict[str, Rows] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
-                  fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256) -> None:
+                  fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256,
+                  matmul_dtype: str = "float32") -> None:
     """Train every quantizer's RQVAE on its rows, grouped by input width (see the module docstring).
 
     The quantizers share one configuration (batch, epochs, lr, ...; each keeps its own seed-derived weights and its
@@ -341,7 +343,8 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
             del x
         trainers.append((group, models, GroupTrainer(
             group, data, models, s["batch_size"], s["lr"], s["weight_decay"], use_graph=fast and device.type == "cuda",
-            device=device, compile_model=fast, n_rows=n_rows, seed=s["seed"])))
+            device=device, compile_model=fast, matmul_dtype=getattr(torch, matmul_dtype), n_rows=n_rows,
+            seed=s["seed"])))
 
     def val_recon(m: str) -> float | None:  # held-out rows of one modality at a time, after training
         if m not in (x_val or {}):
