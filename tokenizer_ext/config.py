@@ -111,10 +111,11 @@ class TokenizerConfig:
     grouped_data_dtype: str = field(default="float32", metadata={
         "help": "grouped: dtype of the training rows kept on the device (bfloat16 halves the memory of wide inputs)",
         "choices": ["float32", "bfloat16"]})
-    grouped_matmul_dtype: str = field(default="float32", metadata={
+    grouped_matmul_dtype: str = field(default="auto", metadata={
         "help": "grouped: operand dtype of the matmuls (parameters, BatchNorm, codebook search and losses stay "
-                "float32); docs/performance.md gives the speed and the reconstruction of each",
-        "choices": ["float32", "bfloat16"]})
+                "float32); auto: bfloat16 on CUDA (the faster setting on an H200, with the reconstruction of float32 "
+                "on the Spotify embeddings: docs/performance.md), float32 elsewhere",
+        "choices": ["auto", "float32", "bfloat16"]})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -138,9 +139,20 @@ class TokenizerConfig:
             names = [n for n in names if n != "kmeans_full_batch_max_rows"]
         if not self.grouped:  # per-modality training: the key of the checkpoints trained before the option existed
             names = [n for n in names if n not in ("grouped", "grouped_data_dtype", "grouped_matmul_dtype")]
-        elif self.grouped_matmul_dtype == "float32":  # the key of grouped checkpoints trained before the option
+        elif self.matmul_dtype() == "float32":  # the key of grouped checkpoints trained before the option
             names = [n for n in names if n != "grouped_matmul_dtype"]
-        return {n: getattr(self, n) for n in names}
+        settings = {n: getattr(self, n) for n in names}
+        if "grouped_matmul_dtype" in settings:
+            settings["grouped_matmul_dtype"] = self.matmul_dtype()
+        return settings
+
+    def matmul_dtype(self) -> str:
+        """grouped_matmul_dtype with auto resolved for this config's device."""
+        if self.grouped_matmul_dtype != "auto":
+            return self.grouped_matmul_dtype
+        from tokenizer_ext.quantizers.rqvae_model import resolve_device
+
+        return "bfloat16" if resolve_device(self.device).type == "cuda" else "float32"
 
     def tokenizer_config(self) -> TokenizerConfig:
         """This config as a plain TokenizerConfig (drops fields a subclass adds, such as run_dir)."""

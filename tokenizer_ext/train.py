@@ -156,7 +156,7 @@ def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: Emb
                       shapes={m: (record["train"], record["dim"]) for m, (_, record) in jobs.items()},
                       x_val={m: load for m, ((_, load), _) in jobs.items()},
                       log={m: _progress_logger(fh, bar, histories[m], m) for m in jobs},
-                      data_dtype=cfg.grouped_data_dtype, matmul_dtype=cfg.grouped_matmul_dtype)
+                      data_dtype=cfg.grouped_data_dtype, matmul_dtype=cfg.matmul_dtype())
     seconds = time.time() - t0
     for m, (_, record) in jobs.items():
         results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "grouped": True}, histories[m], seconds,

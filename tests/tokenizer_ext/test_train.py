@@ -160,3 +160,15 @@ def test_grouped_training_builds_a_token_db_and_reuses_it(run_dir, tmp_path, cap
     assert capsys.readouterr().out.count("| trained |") == len(MODALITIES)
     with pytest.raises(ValueError, match="grouped training is for rqvae and vqvae"):
         TrainConfig(run_dir="r", method="kmeans", grouped=True)
+
+
+def test_grouped_matmul_dtype_auto_is_bf16_on_cuda_only_and_keys_the_checkpoint():
+    cpu = TrainConfig(run_dir="r", grouped=True, device="cpu")
+    cuda = TrainConfig(run_dir="r", grouped=True, device="cuda")
+    assert cpu.matmul_dtype() == "float32" and cuda.matmul_dtype() == "bfloat16"
+    # float32 keeps the key of the grouped checkpoints trained before the option; bf16 products are another model
+    assert "grouped_matmul_dtype" not in cpu.model_settings()
+    assert cuda.model_settings()["grouped_matmul_dtype"] == "bfloat16"
+    explicit = TrainConfig(run_dir="r", grouped=True, device="cpu", grouped_matmul_dtype="bfloat16")
+    assert explicit.model_settings()["grouped_matmul_dtype"] == "bfloat16"
+    assert "grouped_matmul_dtype" not in TrainConfig(run_dir="r", device="cuda").model_settings()  # not grouped
