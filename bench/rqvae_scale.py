@@ -23,15 +23,14 @@ The 150-epoch times are extrapolations from the measured steps/epochs (stated in
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from common.config import parse_config
 from common.registry import MODALITIES
+from eval.common import write_json
 from tokenizer_ext.quantizers.rqvae_grouped import GroupTrainer  # the fast path under test
 from tokenizer_ext.quantizers.rqvae_model import RQVAE
 
@@ -320,8 +319,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['groups']} | {v['ms_per_step']:.3f} | "
                   f"{v['ms_per_step'] * steps_per_epoch * cfg.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(result, indent=1, default=str))
+        write_json(cfg.out, result)
 
 
 if __name__ == "__main__":

@@ -139,11 +139,13 @@ class TokenizerConfig:
             names = [n for n in names if n != "kmeans_full_batch_max_rows"]
         if not self.grouped:  # per-modality training: the key of the checkpoints trained before the option existed
             names = [n for n in names if n not in ("grouped", "grouped_data_dtype", "grouped_matmul_dtype")]
-        elif self.matmul_dtype() == "float32":  # the key of grouped checkpoints trained before the option
-            names = [n for n in names if n != "grouped_matmul_dtype"]
         settings = {n: getattr(self, n) for n in names}
-        if "grouped_matmul_dtype" in settings:
-            settings["grouped_matmul_dtype"] = self.matmul_dtype()
+        if "grouped_matmul_dtype" in settings:  # keyed by the resolved dtype; float32 keeps the key of grouped
+            dtype = self.matmul_dtype()          # checkpoints trained before the option existed
+            if dtype == "float32":
+                del settings["grouped_matmul_dtype"]
+            else:
+                settings["grouped_matmul_dtype"] = dtype
         return settings
 
     def matmul_dtype(self) -> str:
