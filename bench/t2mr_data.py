@@ -6,7 +6,9 @@ Reads the evaluation run of bench.spotify_tokenizers (RUN/splits: 307 train / 77
 1. carves the validation playlists out of the training playlists (by id, `val_seed`) and builds the validation run
    (ingest + vectorize) whose ST tags and TC come from the remaining training playlists only;
 2. for both runs writes D_qt with basic and rich templates and from the training playlists' names
-   (RUN/dqt/{basic,rich,playlists}/dqt.parquet), and a sample of training playlists as the "seen" request set
+   (RUN/dqt/{basic,rich,playlists}/dqt.parquet), basic templates for every track (basic_all: no held-out tracks),
+   one request naming the artist per track (artist: rich artist phrasings, every track; in both, rows whose request
+   equals a held-out playlist's name are dropped), and a sample of training playlists as the "seen" request set
    (RUN/splits/seen/playlists_eval.jsonl).
 Steps whose outputs exist are skipped. The GPU side: bench/t2mr_experiments.py.
 """
@@ -75,13 +77,20 @@ def build_val_run(cfg: T2MRDataConfig) -> None:
 
 def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
     train = _train_playlists(run)
+    # the requests of this run's held-out playlists are never training requests (decontamination)
+    held_out = {"exclude_requests": str(run / "splits" / "playlists_eval.jsonl")}
     counts = {}
     for name, extra in (("basic", {"mode": "template", "templates": "basic"}),
                         ("rich", {"mode": "template", "templates": "rich"}),
-                        ("playlists", {"mode": "playlists", "playlists": str(train)})):
+                        ("playlists", {"mode": "playlists", "playlists": str(train)}),
+                        # every catalog track in the train split (a T2MR model should be able to emit any track)
+                        ("basic_all", {"mode": "template", "templates": "basic", "test_fraction": 0.0, **held_out}),
+                        # one request per track that names its artist ("This Is X", "X essentials", ...)
+                        ("artist", {"mode": "template", "templates": "rich", "intents": "artist", "num_queries": 1,
+                                    "test_fraction": 0.0, **held_out})):
         out = run / "dqt" / name
         if not (out / "dqt.parquet").exists():
-            dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), num_queries=cfg.num_queries, **extra))
+            dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), **{"num_queries": cfg.num_queries, **extra}))
         counts[name] = json.loads((out / "dqt_manifest.json").read_text())["counts"]["rows"]
     seen = run / "splits" / "seen"
     if not (seen / "playlists_eval.jsonl").exists():

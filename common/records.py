@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalize_request(text: str) -> str:
+    """Lower case, words only: 'Hard Rock!!' and 'hard  rock' are the same request (the T2MR seen/unseen split and
+    the decontamination of D_qt against evaluation requests both compare requests this way)."""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 def read_records(path: str | Path) -> list[dict]:

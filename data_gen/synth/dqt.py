@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from common.config import parse_config
 from common.manifest import file_sha256, write_manifest
+from common.records import normalize_request
 from data_gen.catalog.playlists import read_playlists
 from data_gen.catalog.reader import read_catalog
 from data_gen.catalog.track_split import split_tracks
@@ -67,6 +68,10 @@ class DqtConfig(ClientConfig):
     catalog: str | None = field(default=None, metadata={"help": "catalog parquet (default RUN_DIR/catalog.parquet)"})
     out_dir: str | None = field(default=None, metadata={"help": "output folder (default RUN_DIR/dqt)"})
     num_queries: int = field(default=3, metadata={"help": "requests per track (one intent per query slot)"})
+    intents: str | None = field(default=None, metadata={
+        "help": "only these intents, comma-separated (e.g. artist: one request naming the artist per slot); "
+                f"of {', '.join(INTENTS)}. Tracks that support none of them get no row and are counted as "
+                "skipped_no_intent"})
     max_tracks: int | None = field(default=None, metadata={"help": "only the first N tracks in catalog order"})
     mode: str = field(default="llm", metadata={
         "help": "who writes the requests: the LLM, data_gen/synth/query_templates.py, a mix of both, or playlists "
@@ -78,6 +83,10 @@ class DqtConfig(ClientConfig):
     playlists: str | None = field(default=None, metadata={
         "help": "mode playlists: playlists JSONL (playlist_id, name, tracks), e.g. RUN_DIR/splits/"
                 "playlists_train.jsonl; never the evaluation playlists"})
+    exclude_requests: str | None = field(default=None, metadata={
+        "help": "playlists JSONL file(s), comma-separated: drop every request equal (lower case, words only) to one "
+                "of their names, e.g. RUN_DIR/splits/playlists_eval.jsonl, so that no evaluation request is trained "
+                "on; the dropped rows are counted as excluded_requests"})
     template_share: float = field(default=0.5, metadata={"help": "mix: share of query slots written by templates"})
     prompt: str = field(default="query_generation_v1", metadata={
         "help": "prompt name in data_gen/synth/prompts, or a .md path"})
@@ -123,10 +132,12 @@ class Slot:
     split: str
 
 
-def plan(cfg: DqtConfig) -> Iterator[Slot]:
-    """Every (track, query slot) of the run, in dataset order, with its intent, source and split."""
+def plan(cfg: DqtConfig, stats: Counter | None = None) -> Iterator[Slot]:
+    """Every (track, query slot) of the run, in dataset order, with its intent, source and split. `stats` counts
+    the tracks that get no slot (skipped_no_intent: none of --intents applies)."""
     catalog = cfg.catalog or str(Path(cfg.run_dir) / "catalog.parquet")
     audio = load_audio_scale(cfg.run_dir, catalog) if cfg.templates == "rich" else None
+    allowed = allowed_intents(cfg.intents)
     seen = 0
     for batch in read_catalog(catalog, columns=[*FACT_COLUMNS, "audio_features"]):
         rows = batch.to_pylist()
@@ -136,12 +147,28 @@ def plan(cfg: DqtConfig) -> Iterator[Slot]:
                 return
             facts = track_facts(row, cfg.max_text_chars, audio=audio)
             for slot in range(cfg.num_queries):
+                intent = intent_for(facts, slot, cfg.seed, allowed)
+                if intent is None:
+                    if stats is not None:
+                        stats["skipped_no_intent"] += 1
+                    break
                 mixed = stable_hash("mix", cfg.seed, facts.track_id, slot) / 2**64 < cfg.template_share
                 use_template = cfg.mode == "template" or (cfg.mode == "mix" and mixed)
                 yield Slot(seen * cfg.num_queries + slot, f"{facts.track_id}#{slot}", facts, slot,
-                           intent_for(facts, slot, cfg.seed), "template" if use_template else "llm",
+                           intent, "template" if use_template else "llm",
                            "test" if test else "train")
             seen += 1
+
+
+def allowed_intents(spec: str | None) -> tuple[str, ...] | None:
+    """--intents "artist,genre" -> ("artist", "genre"); None keeps every intent. Unknown names are an error."""
+    if spec is None:
+        return None
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    unknown = sorted(set(names) - set(INTENTS))
+    if unknown or not names:
+        raise SystemExit(f"--intents: unknown intent(s) {unknown or spec!r}; choose from {', '.join(INTENTS)}")
+    return names
 
 
 def query_messages(prompt: Prompt, facts: TrackFacts, intent: str) -> list[dict]:
@@ -153,11 +180,11 @@ def templates_version() -> str:
     return "query_templates@" + hashlib.sha256(Path(query_templates.__file__).read_bytes()).hexdigest()[:8]
 
 
-def dataset_rows(cfg: DqtConfig, prompt: Prompt, items: list[dict]) -> list[dict]:
+def dataset_rows(cfg: DqtConfig, prompt: Prompt, items: list[dict], stats: Counter | None = None) -> list[dict]:
     """The D_qt rows in plan order: template slots written now, LLM slots from items.jsonl (failed ones absent)."""
     by_key = {r["key"]: r for r in items}
     rows, tmpl_version = [], templates_version()
-    for s in tqdm(plan(cfg), desc="D_qt rows", unit="request", file=sys.stderr, disable=None, mininterval=2):
+    for s in tqdm(plan(cfg, stats), desc="D_qt rows", unit="request", file=sys.stderr, disable=None, mininterval=2):
         if s.source == "template":
             rows.append({"track_id": s.facts.track_id,
                          "query": template_query(s.facts, s.intent, s.slot, cfg.seed, cfg.templates),
@@ -166,6 +193,16 @@ def dataset_rows(cfg: DqtConfig, prompt: Prompt, items: list[dict]) -> list[dict
         elif s.key in by_key:
             rows.append({**by_key[s.key], "source": "llm", "model": cfg.model, "prompt_version": prompt.version})
     return rows
+
+
+def exclude_requests(rows: list[dict], spec: str | None) -> tuple[list[dict], int]:
+    """Drop the rows whose request equals a playlist name of the --exclude_requests files -> (kept rows, dropped)."""
+    if not spec:
+        return rows, 0
+    names = {normalize_request(p.name) for path in spec.split(",") if path.strip()
+             for p in read_playlists(path.strip())}
+    kept = [r for r in rows if normalize_request(r["query"]) not in names]
+    return kept, len(rows) - len(kept)
 
 
 def playlist_rows(path: str | Path, cfg: DqtConfig) -> tuple[list[dict], dict]:
@@ -186,6 +223,7 @@ def run(cfg: DqtConfig) -> dict:
         if not cfg.playlists:
             raise SystemExit("--mode playlists needs --playlists FILE (the training playlists)")
         rows, info = playlist_rows(cfg.playlists, cfg)
+        rows, info["excluded_requests"] = exclude_requests(rows, cfg.exclude_requests)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_dataset(rows, out_dir / "dqt.jsonl", DQT_COLUMNS)
         counts = {"rows": len(rows), "llm_failures": 0, "tracks": len({r["track_id"] for r in rows}), **info,
@@ -199,7 +237,8 @@ def run(cfg: DqtConfig) -> dict:
              **{k: getattr(cfg, k) for k in ("seed", "num_queries", "mode", "templates", "template_share",
                                              "temperature", "top_p",
                                              "max_tokens", "json_mode", "max_attempts", "max_text_chars",
-                                             "test_fraction", "split_seed")}}
+                                             "test_fraction", "split_seed")},
+             **({"intents": cfg.intents} if cfg.intents else {})}  # absent when unset: older runs stay resumable
     check_run_state(out_dir, state, cfg.overwrite)
     jobs = (Job(s.key, s.order, query_messages(prompt, s.facts, s.intent),
                 {"track_id": s.facts.track_id, "intent": s.intent, "split": s.split})
@@ -210,9 +249,12 @@ def run(cfg: DqtConfig) -> dict:
     report = generate(jobs, validate_query, cfg, out_dir, response_format(cfg, QUERY_SCHEMA), total=total)
 
     items, failures = read_results(out_dir)
-    rows = dataset_rows(cfg, prompt, items)
+    stats = Counter(skipped_no_intent=0)
+    rows = dataset_rows(cfg, prompt, items, stats)
+    rows, excluded = exclude_requests(rows, cfg.exclude_requests)
     write_dataset(rows, out_dir / "dqt.jsonl", DQT_COLUMNS)
     counts = {"rows": len(rows), "llm_failures": len(failures), "tracks": len({r["track_id"] for r in rows}),
+              "skipped_no_intent": stats["skipped_no_intent"], "excluded_requests": excluded,
               **{f"by_{c}": dict(Counter(r[c] for r in rows)) for c in ("source", "intent", "split")}}
     write_manifest(out_dir / "dqt_manifest.json", "dqt", cfg, inputs={"catalog": catalog}, counts=counts,
                    extra={"prompt_version": prompt.version, "templates_version": templates_version(),
@@ -228,8 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(DqtConfig, argv)
     result = run_generation_command(run, cfg)
     c = result["counts"]
-    print(f"D_qt: {c['rows']} requests for {c['tracks']} tracks {c['by_source']}, {c['llm_failures']} failures "
-          f"-> {result['out_dir']}/dqt.jsonl")
+    skipped = f", {c['skipped_no_intent']} tracks without any of --intents" if c.get("skipped_no_intent") else ""
+    skipped += f", {c['excluded_requests']} rows equal to an excluded request" if c.get("excluded_requests") else ""
+    print(f"D_qt: {c['rows']} requests for {c['tracks']} tracks {c['by_source']}, {c['llm_failures']} failures"
+          f"{skipped} -> {result['out_dir']}/dqt.jsonl")
 
 
 if __name__ == "__main__":

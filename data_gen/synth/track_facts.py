@@ -143,10 +143,15 @@ def stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
-def intent_for(facts: TrackFacts, slot: int, seed: int) -> str:
-    """Intent of query `slot` of a track: cycle INTENTS from a per-track start, skipping unsupported intents."""
+def intent_for(facts: TrackFacts, slot: int, seed: int, allowed: tuple[str, ...] | None = None) -> str | None:
+    """Intent of query `slot` of a track: cycle INTENTS from a per-track start, skipping unsupported intents.
+    With `allowed`, only those intents are cycled; None when the track supports none of them."""
     start = stable_hash("intent", seed, facts.track_id) % len(INTENTS)
     ok = facts.available_intents()
+    if allowed is not None:
+        ok = tuple(i for i in ok if i in allowed)
+        if not ok:
+            return None
     for step in range(len(INTENTS)):
         intent = INTENTS[(start + slot + step) % len(INTENTS)]
         if intent in ok:

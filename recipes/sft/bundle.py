@@ -10,23 +10,17 @@ Read back by inference.bundle.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from common.records import normalize_request
 from tokenizer_ext.token_db import DB_FILE, META_FILE, TokenDB
 from tokenizer_ext.tokens import GROUP_NAMES
 
 BUNDLE_DIR = "music3m"
 TRAIN_REQUESTS = "train_requests.txt"
 _TOKENIZER_FILES_SKIP = {DB_FILE, META_FILE, "vocabulary.txt"}
-_NOT_WORD = re.compile(r"[\W_]+")
-
-
-def normalize_request(text: str) -> str:
-    """Lower case, words only: 'Hard Rock!!' and 'hard  rock' are the same request."""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 def read_train_requests(bundle_dir: str | Path) -> set[str] | None:

@@ -62,3 +62,30 @@ def test_template_dqt_run_is_deterministic_and_split_by_track(tmp_path):
     assert path.read_bytes() == first
     manifest = json.loads((run_dir / "dqt" / "dqt_manifest.json").read_text())
     assert manifest["split"] == {"source": "data_gen.catalog.track_split.split_tracks", "test_fraction": 0.2, "seed": 0}
+
+
+def test_intents_restrict_the_cycle_and_count_tracks_without_them():
+    assert {intent_for(FULL, slot, seed=0, allowed=("artist",)) for slot in range(6)} == {"artist"}
+    assert {intent_for(FULL, s, 0, allowed=("genre", "era")) for s in range(6)} == {"genre", "era"}
+    no_artist = track_facts({"track_id": "n", "title": "T", "release_date": "2001-05", "tempo": 150.0})
+    assert intent_for(no_artist, 0, seed=0, allowed=("artist",)) is None
+
+
+def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):
+    run_dir = demo_run_dir(tmp_path, num_tracks=15)
+    cfg = DqtConfig(run_dir=str(run_dir), mode="template", templates="rich", intents="artist", num_queries=1,
+                    test_fraction=0.0, out_dir=str(tmp_path / "artist"), **FAST)
+    counts = dqt_run(cfg)["counts"]
+    rows = [json.loads(line) for line in open(tmp_path / "artist" / "dqt.jsonl")]
+    assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["excluded_requests"] == 0
+    assert all(r["intent"] == "artist" and r["split"] == "train" for r in rows)
+    # a held-out playlist named like one of the requests: that request is never a training request
+    target = rows[0]["query"]
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(json.dumps({"playlist_id": "p", "name": f"  {target.upper()}!! ", "tracks": ["x"]}) + "\n")
+    cfg = DqtConfig(**{**cfg.__dict__, "exclude_requests": str(held_out), "overwrite": True})
+    counts2 = dqt_run(cfg)["counts"]
+    kept = [json.loads(line)["query"] for line in open(tmp_path / "artist" / "dqt.jsonl")]
+    dropped = sum(r["query"] == target for r in rows)
+    assert dropped >= 1 and counts2["excluded_requests"] == dropped and target not in kept
+    assert counts2["rows"] + counts2["excluded_requests"] == counts["rows"]
