@@ -55,6 +55,9 @@ class T2MRConfig:
         "help": "match (3MTokenRec: merged hierarchical matching) and/or beams (the beams' own tracks first)"})
     beams_used: list[int] = field(default_factory=list, metadata={
         "help": "also score with only the first B beams of each request (B <= num_beams)"})
+    beam_temperature: float = field(default=1.0, metadata={
+        "help": "beams are merged with weights softmax(logprob / T): 1 is the generation's own distribution, larger "
+                "T flattens it towards a vote of the beams (inf: every beam counts the same)"})
     merge: list[str] = field(default_factory=list, metadata={
         "help": "t2mr.json files of earlier runs on the same queries (e.g. the bundles' run on a GPU machine): "
                 "their systems join this table"})
@@ -201,7 +204,8 @@ def run(cfg: T2MRConfig) -> dict:
         full = max(beams_used)
 
         def ranked(weights, ranking=cfg.rankings[0], b=full, gs=gs, retriever=retriever):
-            res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=cfg.k, ranking=ranking)
+            res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=cfg.k, ranking=ranking,
+                                      beam_temperature=cfg.beam_temperature)
                    for g, w in zip(gs.generations, weights)]
             return _to_catalog_rows([r.rows for r in res], gs.db.track_ids, row_of, cfg.k)
 

@@ -133,6 +133,14 @@ def test_saved_generations_score_like_the_bundle_and_split_seen_requests(bundle,
         assert system["metrics"] == pytest.approx(live["systems"][name]["metrics"]), name
         assert system["ranked_track_ids"] == live["systems"][name]["ranked_track_ids"]
     assert "P@10 unseen" in (tmp_path / "offline" / "t2mr.md").read_text()
+    # a near-zero beam temperature leaves only the top beam: the merged ranking is the one-beam ranking
+    sharp = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "sharp"),
+                           generations=[f"Tiny={gen_file}"], baselines=["none"], beams_used=[1], unimodal=False,
+                           num_beams=4, beam_temperature=1e-6, diagnostics=False))["systems"]
+    assert sharp["Tiny w/o modality selection"]["ranked_track_ids"] == \
+        sharp["Tiny w/o modality selection [match, 1 beams]"]["ranked_track_ids"]
+    assert offline["systems"]["Tiny w/o modality selection"]["ranked_track_ids"] != \
+        offline["systems"]["Tiny w/o modality selection [match, 1 beams]"]["ranked_track_ids"]
 
 
 def test_tune_weights_finds_the_modality_that_scores():

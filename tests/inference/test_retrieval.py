@@ -32,3 +32,18 @@ def test_exact_row_resolves_disambiguated_ids():
     for row in (0, 10, 55):  # rows 0..9 share codes with rows 10..19 and differ by <ID-k>
         codes = {m: db.codes[m][row].tolist() for m in db.modalities}
         assert retriever.exact_row(codes, int(db.dedup[row])) == row
+
+
+def test_beam_temperature_moves_from_the_top_beam_to_a_vote_of_the_beams():
+    db = _db(n=200)
+    retriever = Retriever(db)
+    # one beam on track 57 against three beams on track 121: the top beam wins when sharp, the majority when flat
+    beams = [db.tokens(r) for r in (57, 121, 121, 121)]
+    logprobs = [-0.1, -1.0, -1.0, -1.0]
+    sharp = retriever.retrieve(beams, logprobs, k=5, beam_temperature=0.01)
+    flat = retriever.retrieve(beams, logprobs, k=5, beam_temperature=float("inf"))
+    assert sharp.rows[0] == 57 and flat.rows[0] == 121
+    default = retriever.retrieve(beams, logprobs, k=5)
+    assert default.rows[0] == 121  # T = 1: exp(-0.1) < 3 exp(-1.0), the three beams outweigh the top one
+    only_top = retriever.retrieve(beams[:1], logprobs[:1], k=5)
+    assert sharp.rows.tolist() == only_top.rows.tolist()
