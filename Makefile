@@ -85,19 +85,23 @@ t2mr_data: venv
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
 # the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= base text text_long
+T2MR_FOLD_RUNS ?= text_3ep text_cover_long
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU)
 t2mr_folds: venv
 	for F in $(T2MR_FOLDS); do $(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv \
 		--val_run runs/spotify_val_f$$F --val_fold $$F; done
 
+# the folds' tokenizers one after the other, then every fold's runs side by side on the GPU (fold F logs to
+# runs/t2mr_val_fF.log); the recipe fails when any fold does
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
 		test -f $$R/tokenizers/rqvae/token_db.parquet || $(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml \
-			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae; \
+			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae || exit 1; done
+	pids=""; for F in $(T2MR_FOLDS); do \
 		$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
-			--run_dir $$R --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
-			$(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),); done
+			--run_dir runs/spotify_val_f$$F --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
+			$(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),) > runs/t2mr_val_f$$F.log 2>&1 & pids="$$pids $$!"; done; \
+		for p in $$pids; do wait $$p || exit 1; done
 t2mr_gpu: venv
 	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda \
