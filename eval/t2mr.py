@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from common.config import parse_config
 from eval.common import fmt_interval, markdown_table, write_json
 from eval.metrics import bootstrap_ci, ndcg_at_k, precision_per_query, ranking_metrics
+from tokenizer_ext.tokens import is_joint_group
 
 KS = tuple(range(1, 11))
 
@@ -168,14 +169,16 @@ def _generated_systems(cfg: T2MRConfig, queries: list[str], out: Path) -> list[G
 
 
 def parse_weights(spec: str, modalities) -> tuple[str, dict[str, float]]:
-    """'LABEL:BM=1,ST=0.5' (or a weights JSON file written by --tune_weights) -> (label, {group: weight}); groups
-    left out get 0."""
+    """'LABEL:BM=1,ST=0.5' (or a weights JSON file written by --tune_weights) -> (label, {group: weight}); modalities
+    left out get 0, joint groups left out (FusID's FU, PSRQ's SH) 1 as in inference.matching: weights given per
+    modality say nothing about a code shared by several modalities."""
     if Path(spec).is_file():
         saved = json.loads(Path(spec).read_text())
-        return saved["label"], {m: float(saved["weights"].get(m, 0.0)) for m in modalities}
-    label, _, body = spec.partition(":")
-    pairs = dict(p.split("=") for p in body.split(",") if p)
-    return label, {m: float(pairs.get(m, 0.0)) for m in modalities}
+        label, pairs = saved["label"], saved["weights"]
+    else:
+        label, _, body = spec.partition(":")
+        pairs = dict(p.split("=") for p in body.split(",") if p)
+    return label, {m: float(pairs.get(m, 1.0 if is_joint_group(m) else 0.0)) for m in modalities}
 
 
 def run(cfg: T2MRConfig) -> dict:

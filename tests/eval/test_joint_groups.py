@@ -29,3 +29,15 @@ def test_joint_groups_are_indexed_first_and_weigh_one_by_default():
 
 def test_cbr_weights_accept_joint_groups():
     assert parse_weights("SH=2,BM=0.5", ("SH", "BM", "TC")) == {"SH": 2.0, "BM": 0.5, "TC": 1.0}
+
+
+def test_t2mr_weights_given_per_modality_keep_joint_groups_at_one(tmp_path):
+    from eval.t2mr import parse_weights as t2mr_weights
+
+    assert t2mr_weights("x:BM=4,SC=1", ("FU",)) == ("x", {"FU": 1.0})  # FusID's one fused group is not zeroed
+    assert t2mr_weights("x:BM=4", ("SH", "BM", "TC")) == ("x", {"SH": 1.0, "BM": 4.0, "TC": 0.0})
+    assert t2mr_weights("x:FU=0", ("FU",))[1] == {"FU": 0.0}
+    saved = tmp_path / "weights.json"  # a --tune_weights file of a per-modality tokenizer, applied to FusID
+    saved.write_text('{"label": "tuned", "weights": {"BM": 4.0, "ST": 0.0}}')
+    assert t2mr_weights(str(saved), ("FU",)) == ("tuned", {"FU": 1.0})
+    assert t2mr_weights(str(saved), ("BM", "ST", "MC")) == ("tuned", {"BM": 4.0, "ST": 0.0, "MC": 0.0})
