@@ -297,6 +297,7 @@ def run(cfg: T2MRConfig) -> dict:
         for label in [n for n in per_query if n != reference]:
             systems[label][f"P@10 - {reference} 95% CI"] = bootstrap_ci(per_query[label], per_query[reference],
                                                                         seed=cfg.seed)
+            systems[label][f"requests vs {reference}"] = request_overlap(per_query[label], per_query[reference])
     result = {"config": cfg.__dict__, "queries": counts, "query_texts": queries, "systems": systems,
               "diagnostics": diagnostics}
     _record_in_model_cards(cfg, result)
@@ -304,6 +305,16 @@ def run(cfg: T2MRConfig) -> dict:
     (out / "t2mr.md").write_text(report_markdown(result))
     plot_precision(result, out / "t2mr_precision.png")
     return result
+
+
+def request_overlap(system: np.ndarray, reference: np.ndarray) -> dict:
+    """Per-request P@10 of a system and of a reference (BM25) on the same requests -> on how many requests each
+    gets a relevant track into the top 10, how many of those are the same, and the summed P@10 each earns where the
+    other gets nothing: whether the two win on the same requests or on different ones."""
+    a, b = np.asarray(system) > 0, np.asarray(reference) > 0
+    return {"hit": int(a.sum()), "reference hit": int(b.sum()), "both": int((a & b).sum()),
+            "P@10 sum where only this hits": round(float(np.asarray(system)[a & ~b].sum()), 4),
+            "P@10 sum where only the reference hits": round(float(np.asarray(reference)[b & ~a].sum()), 4)}
 
 
 def _record_in_model_cards(cfg: T2MRConfig, result: dict) -> None:
@@ -447,6 +458,17 @@ def report_markdown(result: dict) -> str:
     head += ("Intervals: percentile bootstrap over the requests (2,000 resamples); the difference to the text "
              "baseline is paired (the same requests).\n\n")
     out = head + markdown_table(["system", *cols, *cis, *extra], rows) + "\n"
+    overlap = next((key for s in result["systems"].values() for key in s if key.startswith("requests vs ")), None)
+    if overlap:
+        ref = overlap.removeprefix("requests vs ")
+        overlaps = {n: s[overlap] for n, s in result["systems"].items() if overlap in s}
+        table = [[n, str(o["hit"]), str(o["both"]), f"{o['P@10 sum where only this hits']:.2f}",
+                  f"{o['P@10 sum where only the reference hits']:.2f}"] for n, o in overlaps.items()]
+        hits = next(iter(overlaps.values()))["reference hit"]
+        out += (f"\nPer request against {ref} ({ref} gets a relevant track into the top 10 for {hits} requests):\n\n"
+                + markdown_table(["system", "requests hit", f"of them also hit by {ref}",
+                                  "summed P@10 where only it hits", f"summed P@10 where only {ref} hits"], table)
+                + "\n")
     for name, d in result.get("diagnostics", {}).items():
         agree = ", ".join(f"{m} {_cell(a['share'])}" for m, a in d["level1_agreement"].items())
         out += (f"\n{name}: retrieval ceilings (the model emits a member's ID; equal weights, match): random member "

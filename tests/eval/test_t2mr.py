@@ -98,6 +98,13 @@ def test_t2mr_end_to_end_and_merge(bundle, tmp_path):
     lo, hi = tiny["P@10 - BM25 95% CI"]  # paired difference to BM25 over the same two requests
     assert lo <= tiny["metrics"]["P@10"] - 1.0 <= hi and tiny["P@10 95% CI"][0] <= tiny["metrics"]["P@10"]
     assert "P@10 - BM25, 95% CI" in (tmp_path / "a" / "t2mr.md").read_text()
+    per_request = np.asarray(tiny["P@10 per request"])
+    assert tiny["requests vs BM25"] == {  # BM25 hits both requests with P@10 1
+        "hit": int((per_request > 0).sum()), "reference hit": 2, "both": int((per_request > 0).sum()),
+        "P@10 sum where only this hits": 0.0, "P@10 sum where only the reference hits": float(
+            np.round(2 - (per_request > 0).sum(), 4))}
+    assert "Per request against BM25 (BM25 gets a relevant track into the top 10 for 2 requests)" in \
+        (tmp_path / "a" / "t2mr.md").read_text()
     assert (tmp_path / "a" / "t2mr.md").read_text().count("|") > 10 and (tmp_path / "a" / "t2mr_precision.png").exists()
     merged = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "b"),
                             baselines=[], merge=[str(tmp_path / "a" / "t2mr.json")], k=10))
@@ -148,3 +155,13 @@ def test_tune_weights_finds_the_modality_that_scores():
 
     result = tune_weights(lambda w: w["ST"] - 0.1 * w["BM"], ["BM", "ST"], [0.0, 1.0, 4.0])
     assert result["weights"] == {"BM": 0.0, "ST": 4.0} and result["objective"] == pytest.approx(4.0)
+
+
+def test_request_overlap_counts_where_each_system_wins():
+    from eval.t2mr import request_overlap
+
+    model = np.array([0.3, 0.0, 0.1, 0.0, 0.5])
+    bm25 = np.array([0.0, 1.0, 0.2, 0.0, 0.0])
+    assert request_overlap(model, bm25) == {"hit": 3, "reference hit": 2, "both": 1,
+                                            "P@10 sum where only this hits": 0.8,
+                                            "P@10 sum where only the reference hits": 1.0}
