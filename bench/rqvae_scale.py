@@ -116,6 +116,29 @@ def profile_groups(trainers: list[GroupTrainer], steps: int, top: int) -> dict:
     return out
 
 
+def profile_ops(trainers: list[GroupTrainer], steps: int, top: int) -> dict:
+    """torch.profiler (CPU + CUDA, input shapes) over `steps` eager steps of each group: which operator and tensor
+    shape each kernel belongs to, which a CUDA graph replay does not show. Run it last: the eager steps give the
+    parameters new gradient tensors, so the groups' captured graphs are not replayed afterwards."""
+    cuda = trainers[0].device.type == "cuda"
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    out = {}
+    for tr in trainers:
+        tr.graph = None  # eager steps from here on
+        tr.epoch(2)      # warm-up outside the profile
+        sync(tr.device)
+        with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+            tr.epoch(steps)
+            sync(tr.device)
+        table = prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=top,
+            max_name_column_width=40, max_shapes_column_width=70)
+        out["+".join(tr.names)] = {"table": table, "steps": steps}
+        print(f"operators of {'+'.join(tr.names)} over {steps} eager steps (self {'device' if cuda else 'CPU'} time, "
+              f"input shapes)\n{table}", flush=True)
+    return out
+
+
 def plain_modality(name, x_gpu, batch, lr, weight_decay, steps, warmup, rows, kmeans_iters, seed, device) -> dict:
     """The plain loop for one modality: DataLoader over host rows -> seconds per step (after warm-up steps)."""
     from torch.utils.data import DataLoader, TensorDataset
@@ -198,6 +221,9 @@ class RQVAEScaleConfig:
                 "graph[:max models per group]), --variant_steps steps each"})
     variant_steps: int = field(default=1000, metadata={"help": "timed steps per fast-path variant"})
     profile_steps: int = field(default=0, metadata={"help": "profile this many steps of each group (kernels)"})
+    profile_ops: int = field(default=0, metadata={
+        "help": "after everything else, profile this many eager steps of each group by operator and input shape "
+                "(where each kernel comes from)"})
     skip_plain: bool = field(default=False, metadata={
         "help": "no plain loop and k-means baseline (variants only)"})
     seed: int = field(default=0, metadata={"help": "seed of the data, the weights and the codebook init"})
@@ -292,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     result["speedup"] = result["plain_150_s"] / result["fast_150_s"] if plain else float("nan")
     if cfg.profile_steps and device.type == "cuda":
         result["profile"] = profile_groups(trainers, cfg.profile_steps, top=20)
+    if cfg.profile_ops:
+        result["profile_ops"] = profile_ops(trainers, cfg.profile_ops, top=25)
 
     print(f"\n### Nine RQ-VAEs, {cfg.tracks:,} tracks, batch {cfg.batch}, {cfg.epochs} epochs ({name})\n")
     print("| path | measured | seconds for 150 epochs (extrapolated) | minutes |")

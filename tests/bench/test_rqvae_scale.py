@@ -16,7 +16,7 @@ def test_benchmark_runs_every_path_and_reports_them(tmp_path):
                            "--epochs_measured", "1", "--plain_steps", "2", "--warmup", "1", "--plain_rows", "512",
                            "--init_kmeans_iters", "2", "--kmeans_iters", "2", "--no_graph", "--no-compile",
                            "--variants", "float32:1,bfloat16:1:2", "--variant_steps", "2", "--max_models", "3",
-                           "--out", str(out)],
+                           "--profile_ops", "2", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -27,3 +27,6 @@ def test_benchmark_runs_every_path_and_reports_them(tmp_path):
     # five 4096-wide and four narrow modalities: one group each, or runs of at most 2 (2+2+1, 2+2)
     assert [v["groups"] for v in r["variants"]] == [2, 5] and len(r["fast_graphs"]) == 4  # main run: 3+2, 3+1
     assert "| plain per-modality DataLoader loop |" in proc.stdout and "| bfloat16 | 1 | 5 |" in proc.stdout
+    # the operator profile: every group, its operators with their input shapes (aten::bmm of the batched layers)
+    assert len(r["profile_ops"]) == len(r["fast_graphs"]) == 4
+    assert all("aten::bmm" in p["table"] and "[[" in p["table"] for p in r["profile_ops"].values())
