@@ -39,9 +39,11 @@ def test_grouped_rqvae_equals_each_model_alone():
         out = m(xi)
         out.loss.backward()
         assert torch.allclose(per_model[i], out.loss.detach(), atol=1e-5), (i, per_model[i], out.loss)
-        assert torch.allclose(grouped.encoder[0].weight.grad[i, :, :dims[i]], m.encoder[0].weight.grad, atol=1e-5)
-        assert torch.all(grouped.encoder[0].weight.grad[i, :, dims[i]:] == 0)  # padded inputs: no gradient
-        assert torch.allclose(grouped.decoder[-1].weight.grad[i, :dims[i]], m.decoder[-1].weight.grad, atol=1e-5)
+        # grouped linear weights are stored [G, in, out]: nn.Linear's [out, in] transposed
+        assert torch.allclose(grouped.encoder[0].weight.grad[i, :dims[i]].t(), m.encoder[0].weight.grad, atol=1e-5)
+        assert torch.all(grouped.encoder[0].weight.grad[i, dims[i]:] == 0)  # padded inputs: no gradient
+        assert torch.allclose(grouped.decoder[-1].weight.grad[i, :, :dims[i]].t(), m.decoder[-1].weight.grad,
+                              atol=1e-5)
         assert torch.allclose(grouped.codebooks[1].grad[i], m.quantizer.codebooks[1].grad, atol=1e-5)
         assert torch.allclose(grouped.encoder[1].running_mean[i], m.encoder[1].running_mean, atol=1e-6)
 
@@ -163,3 +165,21 @@ def test_train_grouped_rejects_mixed_configurations():
     q = {"A": RQVAEQuantizer(epochs=1, device="cpu"), "B": RQVAEQuantizer(epochs=2, device="cpu")}
     with pytest.raises(ValueError, match="one configuration"):
         train_grouped(q, {"A": np.zeros((4, 3), np.float32), "B": np.zeros((4, 3), np.float32)})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_gradients_come_out_in_the_parameters_layout(dtype):
+    """Linear weights are stored [G, in, out], so their gradients need no layout copy: in float32 the backward copies
+    no weight-shaped tensor, with bf16 operands only the cast of each weight's bf16 gradient back to float32."""
+    models, _, x, d_pad = _grouped_setup(seed=0)
+    grouped = GroupedRQVAE(models, d_pad, matmul_dtype=dtype).train()
+    linears = [layer.weight for layers in (grouped.encoder, grouped.decoder) for layer in layers
+               if layer.kind == "linear"]
+    shapes = [list(w.shape) for w in linears]
+    assert len(linears) == 8 and all(w.is_contiguous() for w in linears)
+    loss = grouped(x)[0]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss.backward()
+    copies = [e.input_shapes[0] for e in prof.events()
+              if e.name in ("aten::copy_", "aten::clone") and e.input_shapes and e.input_shapes[0] in shapes]
+    assert len(copies) == (0 if dtype == torch.float32 else len(shapes))

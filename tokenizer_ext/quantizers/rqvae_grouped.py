@@ -60,7 +60,10 @@ class GroupedRQVAE(nn.Module):
                     w = [F.pad(x, (0, 0, 0, d_pad - x.shape[0])) for x in w]
                     b = [F.pad(x, (0, d_pad - x.shape[0])) for x in b]
                 layer.kind = "linear"
-                layer.weight, layer.bias = nn.Parameter(torch.stack(w)), nn.Parameter(torch.stack(b))  # [G,o,i],[G,o]
+                # stored [G, in, out] (nn.Linear's weight transposed): h @ weight needs no transpose, so the weight's
+                # gradient comes out in the parameter's own layout and autograd does not copy it into that layout
+                layer.weight = nn.Parameter(torch.stack(w).transpose(1, 2).contiguous())  # [G, in, out]
+                layer.bias = nn.Parameter(torch.stack(b))                                  # [G, out]
             elif isinstance(mods[0], nn.BatchNorm1d):
                 layer.kind, layer.eps, layer.momentum = "bn", mods[0].eps, mods[0].momentum
                 layer.weight = nn.Parameter(torch.stack([m.weight.detach() for m in mods]))
@@ -81,7 +84,7 @@ class GroupedRQVAE(nn.Module):
                 last = len(mlp) - 1
                 for i, (layer, mod) in enumerate(zip(stacked, mlp)):
                     if layer.kind == "linear":
-                        w, b = layer.weight[g], layer.bias[g]
+                        w, b = layer.weight[g].t(), layer.bias[g]  # [out, in] as nn.Linear
                         if is_encoder and i == 0:
                             w = w[:, :d]
                         if not is_encoder and i == last:
@@ -101,9 +104,9 @@ class GroupedRQVAE(nn.Module):
         for layer in layers:
             if layer.kind == "linear":
                 if self.matmul_dtype == torch.float32:
-                    h = torch.baddbmm(layer.bias.unsqueeze(1), h.float(), layer.weight.transpose(1, 2))  # [G, B, out]
+                    h = torch.baddbmm(layer.bias.unsqueeze(1), h.float(), layer.weight)  # [G, B, out]
                 else:  # parameters stay float32 (the optimizer's copy); the product runs on bf16 operands
-                    w = layer.weight.to(self.matmul_dtype).transpose(1, 2)
+                    w = layer.weight.to(self.matmul_dtype)
                     h = torch.bmm(h.to(self.matmul_dtype), w).float() + layer.bias.unsqueeze(1)
             elif layer.kind == "bn":  # BatchNorm1d in training mode, per model
                 mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
