@@ -311,10 +311,11 @@ def request_overlap(system: np.ndarray, reference: np.ndarray) -> dict:
     """Per-request P@10 of a system and of a reference (BM25) on the same requests -> on how many requests each
     gets a relevant track into the top 10, how many of those are the same, and the summed P@10 each earns where the
     other gets nothing: whether the two win on the same requests or on different ones."""
-    a, b = np.asarray(system) > 0, np.asarray(reference) > 0
+    system, reference = np.asarray(system), np.asarray(reference)
+    a, b = system > 0, reference > 0
     return {"hit": int(a.sum()), "reference hit": int(b.sum()), "both": int((a & b).sum()),
-            "P@10 sum where only this hits": round(float(np.asarray(system)[a & ~b].sum()), 4),
-            "P@10 sum where only the reference hits": round(float(np.asarray(reference)[b & ~a].sum()), 4)}
+            "P@10 sum where only this hits": round(float(system[a & ~b].sum()), 4),
+            "P@10 sum where only the reference hits": round(float(reference[b & ~a].sum()), 4)}
 
 
 def _record_in_model_cards(cfg: T2MRConfig, result: dict) -> None:
