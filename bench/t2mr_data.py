@@ -7,9 +7,9 @@ Reads the evaluation run of bench.spotify_tokenizers (RUN/splits: 307 train / 77
    (ingest + vectorize) whose ST tags and TC come from the remaining training playlists only;
 2. for both runs writes D_qt with basic and rich templates and from the training playlists' names
    (RUN/dqt/{basic,rich,playlists}/dqt.parquet), basic templates for every track (basic_all: no held-out tracks),
-   one request naming the artist per track (artist: rich artist phrasings, every track; in both, rows whose request
-   equals a held-out playlist's name are dropped), and a sample of training playlists as the "seen" request set
-   (RUN/splits/seen/playlists_eval.jsonl).
+   one request naming the artist per track (artist: rich artist phrasings, every track), one naming its album
+   (album; in these three, rows whose request equals a held-out playlist's name are dropped), and a sample of
+   training playlists as the "seen" request set (RUN/splits/seen/playlists_eval.jsonl).
 Steps whose outputs exist are skipped. The GPU side: bench/t2mr_experiments.py.
 """
 
@@ -87,7 +87,10 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
                         ("basic_all", {"mode": "template", "templates": "basic", "test_fraction": 0.0, **held_out}),
                         # one request per track that names its artist ("This Is X", "X essentials", ...)
                         ("artist", {"mode": "template", "templates": "rich", "intents": "artist", "num_queries": 1,
-                                    "test_fraction": 0.0, **held_out})):
+                                    "test_fraction": 0.0, **held_out}),
+                        # one request per track that names its album ("80s 100 Hits", "MTV Unplugged album", ...)
+                        ("album", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 1,
+                                   "test_fraction": 0.0, **held_out})):
         out = run / "dqt" / name
         if not (out / "dqt.parquet").exists():
             dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), **{"num_queries": cfg.num_queries, **extra}))

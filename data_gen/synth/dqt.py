@@ -44,6 +44,7 @@ from data_gen.synth.track_facts import (
     FACT_COLUMNS,
     INTENT_HELP,
     INTENTS,
+    OPT_IN_INTENTS,
     TrackFacts,
     describe,
     intent_for,
@@ -70,8 +71,8 @@ class DqtConfig(ClientConfig):
     num_queries: int = field(default=3, metadata={"help": "requests per track (one intent per query slot)"})
     intents: str | None = field(default=None, metadata={
         "help": "only these intents, comma-separated (e.g. artist: one request naming the artist per slot); "
-                f"of {', '.join(INTENTS)}. Tracks that support none of them get no row and are counted as "
-                "skipped_no_intent"})
+                f"of {', '.join(INTENTS)}, or the opt-in {', '.join(OPT_IN_INTENTS)} (the album by its name). "
+                "Tracks that support none of them get no row and are counted as skipped_no_intent"})
     max_tracks: int | None = field(default=None, metadata={"help": "only the first N tracks in catalog order"})
     mode: str = field(default="llm", metadata={
         "help": "who writes the requests: the LLM, data_gen/synth/query_templates.py, a mix of both, or playlists "
@@ -165,14 +166,16 @@ def allowed_intents(spec: str | None) -> tuple[str, ...] | None:
     if spec is None:
         return None
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
-    unknown = sorted(set(names) - set(INTENTS))
+    known = INTENTS + OPT_IN_INTENTS
+    unknown = sorted(set(names) - set(known))
     if unknown or not names:
-        raise SystemExit(f"--intents: unknown intent(s) {unknown or spec!r}; choose from {', '.join(INTENTS)}")
+        raise SystemExit(f"--intents: unknown intent(s) {unknown or spec!r}; choose from {', '.join(known)}")
     return names
 
 
 def query_messages(prompt: Prompt, facts: TrackFacts, intent: str) -> list[dict]:
-    intents = "\n".join(f"- {name}: {INTENT_HELP[name]}" for name in INTENTS)
+    listed = INTENTS + ((intent,) if intent not in INTENTS else ())
+    intents = "\n".join(f"- {name}: {INTENT_HELP[name]}" for name in listed)
     return prompt.messages(facts=describe(facts), intents=intents, intent=intent, intent_help=INTENT_HELP[intent])
 
 

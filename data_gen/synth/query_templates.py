@@ -3,7 +3,8 @@
 Used by `music3m-dqt --mode template` (or `--mode mix`). Same intents and facts as the LLM prompt; the phrasing is drawn
 from the tables below, seeded by (seed, track, slot), and uses only fields the track has. Style `basic`: sentences
 from genre, era, tempo and key; style `rich`: also short playlist-style names ("70s hard rock", "chill vibes") from
-every tag (genre and subgenre), artist, year, mood words of the audio features and activities.
+every tag (genre and subgenre), artist, year, mood words of the audio features and activities. The opt-in
+intent `album` asks for the track's album by its name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     "combination": ("{feel} {genre} from the {decade}", "{decade} {genre} for {activity}",
                     "{tempo_word} {genre} like {artist}", "{feel} songs by {artist}",
                     "{genre} from the {era} that feels {feel}", "{decade} music for {activity}"),
+    "album": ("play the album {album}", "songs from {album}", "anything from {album}",
+              "play {album} by {artist}"),
 }
 _ING = {"relaxing": "relaxing", "falling asleep": "falling asleep", "reading": "reading", "studying": "studying",
         "cooking": "cooking", "a quiet evening": "winding down", "driving": "driving",
@@ -53,6 +56,9 @@ RICH_PHRASINGS: dict[str, tuple[str, ...]] = {
     "combination": ("{mood} {genre} {decade}", "{decade} {genre} {activity}", "{genre} {year} {mood}",
                     "{artist} and more {genre}", "{decade} {mood} {genre}", "{tempo_word} {genre}",
                     "{genre} {activity} {year}", "{mood} {genre} like {artist}"),
+    # the album's own words: compilations are named as playlists are ("80s 100 Hits", "MTV Unplugged")
+    "album": ("{album}", "{album} album", "songs from {album}", "{album} tracks", "{artist} {album}",
+              "{album} by {artist}"),
 }
 STYLES = {"basic": PHRASINGS, "rich": RICH_PHRASINGS}
 

@@ -15,6 +15,8 @@ FACT_COLUMNS = ["track_id", "title", "artist", "album", "artist_roles", "tags", 
                 "release_date", "song_facts", "artist_bio"]
 # Query intents (D_qt), in the order the generators cycle through them per query slot.
 INTENTS: tuple[str, ...] = ("artist", "genre", "era", "mood", "activity", "combination")
+# Intents used only when asked for (`music3m-dqt --intents album`), so the default D_qt stays as it was.
+OPT_IN_INTENTS: tuple[str, ...] = ("album",)
 INTENT_HELP: dict[str, str] = {
     "artist": "names the artist (optionally the song or album)",
     "genre": "asks for a genre or style, without naming the artist",
@@ -22,6 +24,7 @@ INTENT_HELP: dict[str, str] = {
     "mood": "describes a feeling or atmosphere (happy, melancholic, calm, intense ...)",
     "activity": "describes a situation or activity the music is for (workout, studying, road trip ...)",
     "combination": "mixes two or more of the above (e.g. an era and a mood, or a genre and an activity)",
+    "album": "names the album or compilation the track is on (its words, as a playlist name would use them)",
 }
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # (upper BPM bound, tempo word, activities) -- a heuristic map from tempo to the situations people ask for.
@@ -80,11 +83,11 @@ class TrackFacts:
         return table[(fast, self.mode)]
 
     def available_intents(self) -> tuple[str, ...]:
-        """Intents this track's metadata can support, in INTENTS order (never empty)."""
+        """Intents this track's metadata can support, in INTENTS order (never empty), then the opt-in ones."""
         has = {"artist": bool(self.artist), "genre": bool(self.tags), "era": bool(self.year),
                "mood": self.feel is not None, "activity": self.tempo_bpm is not None}
         has["combination"] = sum(has.values()) >= 2
-        return tuple(i for i in INTENTS if has[i]) or ("combination",)
+        return (tuple(i for i in INTENTS if has[i]) or ("combination",)) + (("album",) if self.album else ())
 
 
 def _clip(text: str | None, max_chars: int) -> str | None:
@@ -145,15 +148,16 @@ def stable_hash(*parts: object) -> int:
 
 def intent_for(facts: TrackFacts, slot: int, seed: int, allowed: tuple[str, ...] | None = None) -> str | None:
     """Intent of query `slot` of a track: cycle INTENTS from a per-track start, skipping unsupported intents.
-    With `allowed`, only those intents are cycled; None when the track supports none of them."""
+    With `allowed`, only those intents are cycled (opt-in ones such as album after INTENTS); None when the track
+    supports none of them."""
     start = stable_hash("intent", seed, facts.track_id) % len(INTENTS)
     ok = facts.available_intents()
-    if allowed is not None:
-        ok = tuple(i for i in ok if i in allowed)
-        if not ok:
-            return None
-    for step in range(len(INTENTS)):
-        intent = INTENTS[(start + slot + step) % len(INTENTS)]
+    ok = tuple(i for i in ok if i in (INTENTS if allowed is None else allowed))
+    if not ok:
+        return None
+    order = INTENTS + tuple(i for i in OPT_IN_INTENTS if i in ok)
+    for step in range(len(order)):
+        intent = order[(start + slot + step) % len(order)]
         if intent in ok:
             return intent
     return ok[0]

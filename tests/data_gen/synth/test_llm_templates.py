@@ -5,8 +5,8 @@ import json
 from data_gen.catalog.track_split import split_tracks
 from data_gen.synth.dqt import DQT_COLUMNS, DqtConfig
 from data_gen.synth.dqt import run as dqt_run
-from data_gen.synth.query_templates import PHRASINGS, template_query
-from data_gen.synth.track_facts import INTENTS, TrackFacts, intent_for, track_facts
+from data_gen.synth.query_templates import PHRASINGS, RICH_PHRASINGS, template_query
+from data_gen.synth.track_facts import INTENTS, OPT_IN_INTENTS, TrackFacts, intent_for, track_facts
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir
 
 FULL = TrackFacts(track_id="t1", title="Ghosts", artist="Nadia", album="Tapes", tags=("folk", "celtic folk"),
@@ -29,7 +29,7 @@ def test_every_intent_reads_its_facts():
         assert any(w in q["genre"] for w in ("folk", "celtic folk"))
         assert any(w in q["era"] for w in ("1980s", "1982", "early 1980s"))
         assert "warm and mellow" in q["mood"]
-    assert set(PHRASINGS) == set(INTENTS)
+    assert set(PHRASINGS) == set(INTENTS + OPT_IN_INTENTS)
 
 
 def test_intent_cycle_covers_all_intents_and_skips_missing_fields():
@@ -69,6 +69,20 @@ def test_intents_restrict_the_cycle_and_count_tracks_without_them():
     assert {intent_for(FULL, s, 0, allowed=("genre", "era")) for s in range(6)} == {"genre", "era"}
     no_artist = track_facts({"track_id": "n", "title": "T", "release_date": "2001-05", "tempo": 150.0})
     assert intent_for(no_artist, 0, seed=0, allowed=("artist",)) is None
+
+
+def test_album_intent_is_opt_in_and_names_the_album():
+    # the default cycle never picks an opt-in intent, so the default D_qt is what it was before album existed
+    assert all(intent_for(TrackFacts(**{**FULL.__dict__, "track_id": f"x{i}"}), s, 0) != "album"
+               for i in range(50) for s in range(6))
+    assert {intent_for(FULL, s, 0, allowed=("album",)) for s in range(6)} == {"album"}
+    assert {intent_for(FULL, s, 0, allowed=("artist", "album")) for s in range(14)} == {"artist", "album"}
+    no_album = TrackFacts(track_id="n", title="T", artist="A")
+    assert "album" not in no_album.available_intents() and intent_for(no_album, 0, 0, allowed=("album",)) is None
+    for style in ("basic", "rich"):
+        queries = {template_query(FULL, "album", slot, seed=1, style=style) for slot in range(30)}
+        assert all("Tapes" in q for q in queries) and len(queries) > 2
+    assert "{album}" in RICH_PHRASINGS["album"]  # the bare album name: compilations read like playlist names
 
 
 def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):

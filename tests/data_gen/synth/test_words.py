@@ -12,7 +12,7 @@ from data_gen.synth.dqt import DqtConfig
 from data_gen.synth.dqt import run as dqt_run
 from data_gen.synth.dr import derived_scores, playlist_scores
 from data_gen.synth.query_templates import RICH_PHRASINGS, template_query
-from data_gen.synth.track_facts import INTENTS, track_facts
+from data_gen.synth.track_facts import INTENTS, OPT_IN_INTENTS, track_facts
 from data_gen.synth.words import AudioScale, describe_short, modality_phrases
 
 NAMES = ("danceability", "energy", "valence")
@@ -50,7 +50,7 @@ def test_phrases_and_rich_templates_use_every_field():
     words = " ".join(seen)
     for expected in ("hard rock", "Nadia", "1975", "1970s", "energetic", "workout"):
         assert expected in words, expected
-    assert set(RICH_PHRASINGS) == set(INTENTS)
+    assert set(RICH_PHRASINGS) == set(INTENTS + OPT_IN_INTENTS)
     with pytest.raises(ValueError):
         template_query(facts, "genre", 0, 0, style="fancy")
 
