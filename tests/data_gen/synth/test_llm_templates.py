@@ -2,6 +2,8 @@
 
 import json
 
+import pyarrow.parquet as pq
+
 from data_gen.catalog.track_split import split_tracks
 from data_gen.synth.dqt import DQT_COLUMNS, DqtConfig
 from data_gen.synth.dqt import run as dqt_run
@@ -103,3 +105,15 @@ def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):
     dropped = sum(r["query"] == target for r in rows)
     assert dropped >= 1 and counts2["excluded_requests"] == dropped and target not in kept
     assert counts2["rows"] + counts2["excluded_requests"] == counts["rows"]
+
+
+def test_album_requests_name_each_tracks_album(tmp_path):
+    run_dir = demo_run_dir(tmp_path, num_tracks=15)
+    cfg = DqtConfig(run_dir=str(run_dir), mode="template", templates="rich", intents="album", num_queries=1,
+                    test_fraction=0.0, out_dir=str(tmp_path / "album"), **FAST)
+    counts = dqt_run(cfg)["counts"]
+    rows = [json.loads(line) for line in open(tmp_path / "album" / "dqt.jsonl")]
+    catalog = pq.read_table(run_dir / "catalog.parquet", columns=["track_id", "album"]).to_pylist()
+    albums = {r["track_id"]: r["album"] for r in catalog}
+    assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["rows"] == sum(map(bool, albums.values()))
+    assert rows and all(r["intent"] == "album" and albums[r["track_id"]] in r["query"] for r in rows)
