@@ -13,7 +13,8 @@ model from RQVAE.
   float32), the modalities of one input width trained together as one grouped model (GroupedRQVAE: the same maths
   with batched matmuls; the small modalities zero-padded to one width, the padding masked out of the loss), the whole
   step of each group (gather batch, forward, backward, fused AdamW) captured as one CUDA graph and replayed on its
-  own CUDA stream; no host sync until the end of an epoch. Options: --matmul_dtype bfloat16 (the products on bf16
+  own CUDA stream, the groups' replays queued in turn (--queue sequential: one group's epoch after the other's, the
+  order before 2026-11-29's fifth session); no host sync until the end of an epoch. Options: --matmul_dtype bfloat16 (the products on bf16
   operands, float32 parameters/BatchNorm/losses), --steps_per_graph K (K optimizer steps per graph replay);
   --variants times several such settings in the same run, --profile_steps prints each group's kernels.
 The 150-epoch times are extrapolations from the measured steps/epochs (stated in the table). The k-means baseline
@@ -31,7 +32,7 @@ import torch
 from common.config import parse_config
 from common.registry import MODALITIES
 from eval.common import write_json
-from tokenizer_ext.quantizers.rqvae_grouped import GroupTrainer  # the fast path under test
+from tokenizer_ext.quantizers.rqvae_grouped import GroupTrainer, run_epoch  # the fast path under test
 from tokenizer_ext.quantizers.rqvae_model import RQVAE
 
 
@@ -86,13 +87,21 @@ def build_trainers(groups_data, cfg, device, matmul_dtype, steps_per_graph, max_
     return trainers
 
 
-def time_steps(trainers: list[GroupTrainer], steps: int, device) -> float:
+def queued_epoch(trainers: list[GroupTrainer], steps: int | None, queue: str) -> int:
+    """One epoch (or `steps` steps) of every group -> steps. queue "interleaved": the groups' replays in turn (the
+    training default, run_epoch); "sequential": each group's whole epoch queued after the other's (the old order)."""
+    if queue == "interleaved":
+        return run_epoch(trainers, steps)
+    return max(tr.epoch(steps) for tr in trainers)
+
+
+def time_steps(trainers: list[GroupTrainer], steps: int, device, queue: str = "interleaved") -> float:
     """All groups concurrently (each on its stream) for `steps` steps -> seconds per step."""
     for tr in trainers:  # one untimed replay each: lazy allocations, stream set-up
         tr.epoch(tr.k)
     sync(device)
     t = time.perf_counter()
-    done = max(tr.epoch(steps) for tr in trainers)
+    done = queued_epoch(trainers, steps, queue)
     sync(device)
     return (time.perf_counter() - t) / done
 
@@ -217,8 +226,12 @@ class RQVAEScaleConfig:
         "help": "fast path: at most this many models per group, each group on its own stream (0: one group per "
                 "input width, as the recipe)"})
     variants: str = field(default="", metadata={
-        "help": "also time fast-path variants, e.g. 'float32:1,bfloat16:1,bfloat16:1:2' (matmul dtype:steps per "
-                "graph[:max models per group]), --variant_steps steps each"})
+        "help": "also time fast-path variants, e.g. 'float32:1,bfloat16:1,bfloat16:1:0:sequential' (matmul "
+                "dtype:steps per graph[:max models per group (0: all)[:queue]]), --variant_steps steps each"})
+    queue: str = field(default="interleaved", metadata={
+        "help": "how the groups' steps are queued: in turn (interleaved, the training default) or one group's "
+                "epoch after the other's (sequential: the groups then barely overlap)",
+        "choices": ["interleaved", "sequential"]})
     variant_steps: int = field(default=1000, metadata={"help": "timed steps per fast-path variant"})
     profile_steps: int = field(default=0, metadata={"help": "profile this many steps of each group (kernels)"})
     profile_ops: int = field(default=0, metadata={
@@ -279,11 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     for spec in filter(None, cfg.variants.split(",")):
         dtype_name, k, *rest = spec.split(":")
         max_models = int(rest[0]) if rest else 0
+        queue = rest[1] if len(rest) > 1 else cfg.queue
         t = time.perf_counter()
         trainers = build_trainers(groups_data, cfg, device, getattr(torch, dtype_name), int(k), max_models)
         setup = time.perf_counter() - t
-        ms = 1e3 * time_steps(trainers, cfg.variant_steps, device)
+        ms = 1e3 * time_steps(trainers, cfg.variant_steps, device, queue)
         result["variants"].append({"matmul_dtype": dtype_name, "steps_per_graph": int(k), "max_models": max_models,
+                                   "queue": queue,
                                    "groups": len(trainers), "ms_per_step": ms,
                                    "setup_s": setup, "graphs": [tr.graph is not None for tr in trainers]})
         print(f"variant {spec}: {ms:.3f} ms per step (all nine models), setup {setup:.1f} s, graphs "
@@ -304,9 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     t = time.perf_counter()
     steps = 0
     for _ in range(whole):
-        steps += max(tr.epoch() for tr in trainers)
+        steps += queued_epoch(trainers, None, cfg.queue)
     if frac:
-        steps += max(tr.epoch(int(frac * steps_per_epoch)) for tr in trainers)
+        steps += queued_epoch(trainers, int(frac * steps_per_epoch), cfg.queue)
     sync(device)
     fast_s = time.perf_counter() - t
     result["fast_measured_s"], result["fast_measured_steps"] = fast_s, steps
@@ -331,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         (", CUDA graphs" if all(result["fast_graphs"]) else "")
     extras += f", {cfg.matmul_dtype} matmuls" + \
         (f", {cfg.steps_per_graph} steps per graph" if cfg.steps_per_graph > 1 else "") + \
-        (f", {len(trainers)} groups of at most {cfg.max_models} models" if cfg.max_models > 0 else "")
+        (f", {len(trainers)} groups of at most {cfg.max_models} models" if cfg.max_models > 0 else "") + \
+        f", steps queued {cfg.queue}"
     print(f"| fast path (GPU-resident, grouped{extras}) | {cfg.epochs_measured:g} epochs = {steps:,} steps, "
           f"{fast_s:.1f} s (+ {result['fast_setup_s']:.1f} s setup) | {result['fast_150_s']:,.0f} | "
           f"{result['fast_150_s'] / 60:.1f} |")
@@ -340,11 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nfast path / plain loop speed-up: {result['speedup']:.1f}x")
     if result["variants"]:
         print(f"\nFast-path variants ({cfg.variant_steps} steps each, all nine models concurrently):\n")
-        print("| matmul operands | steps per CUDA graph | groups (streams) | ms per step | "
+        print("| matmul operands | steps per CUDA graph | groups (streams) | queue | ms per step | "
               "150 epochs, minutes (+ setup) |")
-        print("|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|")
         for v in result["variants"]:
-            print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['groups']} | {v['ms_per_step']:.3f} | "
+            print(f"| {v['matmul_dtype']} | {v['steps_per_graph']} | {v['groups']} | {v['queue']} | "
+                  f"{v['ms_per_step']:.3f} | "
                   f"{v['ms_per_step'] * steps_per_epoch * cfg.epochs / 6e4:.1f} (+ {v['setup_s'] / 60:.1f}) |")
     if cfg.out:
         write_json(cfg.out, result)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenizer_ext.quantizers.rqvae import RQVAEQuantizer
-from tokenizer_ext.quantizers.rqvae_grouped import GroupedRQVAE, GroupTrainer, train_grouped, width_groups
+from tokenizer_ext.quantizers.rqvae_grouped import GroupedRQVAE, GroupTrainer, run_epoch, train_grouped, width_groups
 from tokenizer_ext.quantizers.rqvae_model import RQVAE
 
 
@@ -89,6 +89,35 @@ def test_group_trainer_epoch_takes_every_row_once_per_model():
     assert len(stats) == 3 and all(r["loss"] > 0 and len(r["dead_codes"]) == 2 for r in stats)
     assert all(0 <= d <= k for r in stats for d, k in zip(r["dead_codes"], (4, 8)))
     assert torch.all(tr.loss_sum == 0)  # read resets
+
+
+def test_run_epoch_queues_the_groups_steps_in_turn_with_the_same_maths():
+    def trainers(log=None):
+        out = []
+        for name, rows in (("wide", 96), ("small", 48)):  # 6 and 3 steps per epoch
+            models, _, _, d_pad = _grouped_setup(batch=16)
+            data = torch.randn(3, rows, d_pad, generator=torch.Generator().manual_seed(rows))
+            tr = GroupTrainer([f"{name}{i}" for i in range(3)], data, models, batch=16, lr=1e-3, weight_decay=0.0,
+                              use_graph=False, device=torch.device("cpu"), seed=rows)
+            if log is not None:
+                step = tr._step
+                tr._step = lambda k=0, step=step, name=name: (log.append(name), step(k))
+            out.append(tr)
+        return out
+
+    order = []
+    together = trainers(order)
+    assert run_epoch(together) == 6
+    # in turn while both have steps left (one group's whole epoch first would serialise the GPU streams)
+    assert order == ["wide", "small"] * 3 + ["wide"] * 3
+    assert [tr.steps_since_read for tr in together] == [6, 3]
+    alone = trainers()
+    for tr in alone:
+        tr.epoch()
+    for a, b in zip(together, alone):  # the order of queuing changes no group's updates
+        for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+            assert torch.equal(pa, pb)
+    assert run_epoch(together, max_steps=2) == 2
 
 
 def test_models_with_fewer_rows_sample_only_their_own_rows():

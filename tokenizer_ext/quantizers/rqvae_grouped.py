@@ -3,14 +3,15 @@
 Each per-modality RQ-VAE is small, so its GPU step is launch latency, not arithmetic. Modalities of similar input
 width form a group whose layers are batched matmuls (`GroupedRQVAE`: per-model weights, BatchNorm statistics,
 codebooks and losses, the maths of each RQVAE alone); data, shuffling and loss sums stay on the device, and on CUDA
-each group's step is one CUDA graph. `train_grouped` trains a list of `RQVAEQuantizer`s this way (the recipe's
+each group's step is one CUDA graph, replayed on the group's own stream, the groups' replays queued in turn
+(`run_epoch`) so that the streams overlap. `train_grouped` trains a list of `RQVAEQuantizer`s this way (the recipe's
 `grouped: true`); afterwards each quantizer saves, loads and encodes as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -232,19 +233,27 @@ class GroupTrainer:
     def epoch(self, max_steps: int | None = None) -> int:
         """One shuffled pass over the largest model's rows (or max_steps steps), queued on this group's stream
         without a host sync -> steps."""
+        return sum(self.epoch_steps(max_steps))
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def epoch_steps(self, max_steps: int | None = None) -> Iterator[int]:
+        """The epoch of `epoch`, one replay (k optimizer steps) queued per iteration -> k each time. The stream is
+        entered per replay, so several groups' generators can be advanced in turn (run_epoch)."""
         steps = self.steps_per_epoch() if max_steps is None else min(max_steps, self.steps_per_epoch())
         steps -= steps % self.k  # whole replays
-        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        with ctx:
-            g = len(self.names)
+        g = len(self.names)
+        with self._on_stream():
             # per model: a permutation of its own rows first (the padding rows sort last), wrapped to fill the epoch
             keys = torch.rand(g, self.n_max, device=self.device, generator=self.gen)
             keys += (torch.arange(self.n_max, device=self.device) >= self.n_rows[:, None]).float() * 2
             perm = torch.argsort(keys, dim=1)                                          # [G, n_max]
             pos = torch.arange(steps * self.batch, device=self.device) % self.n_rows[:, None]
             order = torch.gather(perm, 1, pos)                                         # [G, steps * B]
-            span = self.k * self.batch
-            for s in range(0, steps, self.k):
+        span = self.k * self.batch
+        for s in range(0, steps, self.k):
+            with self._on_stream():
                 block = order[:, s * self.batch:s * self.batch + span]                 # [G, k * B]
                 self.idx.copy_(block.view(g, self.k, self.batch).transpose(0, 1))
                 if self.graph is not None:
@@ -253,8 +262,8 @@ class GroupTrainer:
                     for k in range(self.k):
                         self.opt.zero_grad(set_to_none=True)
                         self._step(k)
-        self.steps_since_read += steps
-        return steps
+            self.steps_since_read += self.k
+            yield self.k
 
     def reset_stats(self) -> None:
         self.loss_sum.zero_()
@@ -270,6 +279,24 @@ class GroupTrainer:
         dead = torch.stack([(u == 0).sum(1) for u in self.usage], dim=1).tolist()  # [G, L]
         self.reset_stats()
         return [{**dict(zip(STATS, means[g])), "dead_codes": dead[g]} for g in range(len(self.names))]
+
+
+def run_epoch(trainers: list[GroupTrainer], max_steps: int | None = None) -> int:
+    """One epoch of every group, their replays queued in turn (A, B, A, B, ...) -> the most steps of a group.
+
+    Queuing one group's whole epoch before the next (thousands of replays) fills the GPU's launch queue, and the host
+    then waits for the first group's work before it can queue the second's: the groups run one after the other on
+    their streams. In turn, each stream always has work and the groups overlap."""
+    runs = {i: tr.epoch_steps(max_steps) for i, tr in enumerate(trainers)}
+    done = [0] * len(trainers)
+    while runs:
+        for i, it in list(runs.items()):
+            step = next(it, None)
+            if step is None:
+                del runs[i]
+            else:
+                done[i] += step
+    return max(done, default=0)
 
 
 def width_groups(d_in: dict[str, int], small_width: int = 256) -> list[list[str]]:
@@ -357,8 +384,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
                                                                 device=device)) if len(v) else None
 
     for epoch in range(1, s["epochs"] + 1):
-        for _, _, tr in trainers:  # queued on each group's stream: the groups run concurrently
-            tr.epoch()
+        run_epoch([tr for _, _, tr in trainers])  # each group on its stream, replays queued in turn: concurrent
         for group, models, tr in trainers:
             last = epoch == s["epochs"]
             if last:

@@ -1,0 +1,105 @@
+"""How a tokenizer's codes group an artist's tracks, and what a saved T2MR generation's beams are (no GPU).
+
+    python -m bench.t2mr_codes --run_dir runs/spotify_bench --tokenizers rqvae kmeans \
+        --artists "Janelle Monáe" "Michael Learns To Rock" "Don Omar"
+    python -m bench.t2mr_codes --run_dir runs/spotify_bench --tokenizers rqvae \
+        --generations runs/t2mr_eval_r5/3MTokenRec/t2mr_eval/generations_3MTokenRec.json --request "This Is Janelle"
+
+Hierarchical matching ranks the catalog by shared code prefixes, so an artist request is answered well only when the
+artist's tracks share a prefix that few other tracks have. Table 1, per tokenizer and artist, for each level of the
+modality's code (BM by default): how many distinct prefixes the artist's tracks have, and how many of them sit in
+the prefix that holds most of them, out of how many catalog tracks. Table 2: the beams of one saved request, each
+resolved to its catalog track (artist, title, relevant or not).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from common.config import parse_config
+from inference.retrieval import Retriever, parse_sequence
+from tokenizer_ext.token_db import TokenDB
+
+
+@dataclass
+class T2MRCodesConfig:
+    run_dir: str = field(metadata={"help": "run with catalog.parquet and tokenizers/NAME"})
+    tokenizers: list[str] = field(default_factory=lambda: ["rqvae"], metadata={"help": "tokenizers/NAME folders"})
+    modality: str = field(default="BM", metadata={"help": "whose codes to group by"})
+    artists: list[str] = field(default_factory=list, metadata={"help": "artists (catalog's artist field) to inspect"})
+    generations: str | None = field(default=None, metadata={"help": "saved music3m-t2mr --save_generations JSON"})
+    request: str | None = field(default=None, metadata={"help": "with --generations: the request starting so"})
+    playlists: str | None = field(default=None, metadata={
+        "help": "playlists JSONL whose members are the relevant tracks (default RUN/splits/playlists_eval.jsonl)"})
+
+
+def artist_spread(db: TokenDB, artists: np.ndarray, artist: str, modality: str) -> list[dict]:
+    """Per level of `modality`'s code: the artist's tracks, their distinct prefixes, and the largest prefix (how many
+    of the artist's tracks and how many catalog tracks it holds)."""
+    codes = db.codes[modality]
+    rows = np.flatnonzero(artists == artist)
+    if not len(rows):
+        raise SystemExit(f"artist {artist!r}: no track of the catalog has it")
+    out = []
+    for level in range(codes.shape[1]):
+        prefixes, counts = np.unique(codes[rows, : level + 1], axis=0, return_counts=True)
+        top = prefixes[np.argmax(counts)]
+        holders = int(np.all(codes[:, : level + 1] == top, axis=1).sum())
+        out.append({"level": level + 1, "tracks": len(rows), "prefixes": len(prefixes),
+                    "largest_holds": int(counts.max()), "largest_size": holders})
+    return out
+
+
+def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> list[tuple[float, str | None]]:
+    """(log-prob, catalog track id or None when the beam is not a catalog ID) per beam."""
+    retriever = Retriever(db)
+    out = []
+    for beam, lp in zip(beams, logprobs):
+        parsed = parse_sequence(beam, db)
+        row = retriever.exact_row(*parsed) if parsed else None
+        out.append((float(lp), None if row is None else db.track_ids[row]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(T2MRCodesConfig, argv)
+    run = Path(cfg.run_dir)
+    catalog = pq.read_table(run / "catalog.parquet", columns=["track_id", "artist", "title"]).to_pylist()
+    by_id = {r["track_id"]: r for r in catalog}
+    for name in cfg.tokenizers:
+        db = TokenDB.load(run / "tokenizers" / name)
+        artists = np.asarray([by_id[t]["artist"] for t in db.track_ids], dtype=object)
+        if cfg.artists:
+            print(f"\n{name}: {cfg.modality} codes of an artist's tracks\n")
+            print("| artist | level | tracks | distinct prefixes | largest prefix holds | of catalog tracks |")
+            print("|---|---|---|---|---|---|")
+            for artist in cfg.artists:
+                for s in artist_spread(db, artists, artist, cfg.modality):
+                    print(f"| {artist} | {s['level']} | {s['tracks']} | {s['prefixes']} | {s['largest_holds']} | "
+                          f"{s['largest_size']} |")
+        if cfg.generations:
+            gen = json.loads(Path(cfg.generations).read_text())
+            hits = [i for i, q in enumerate(gen["queries"]) if q.startswith(cfg.request or "")]
+            if not hits:
+                raise SystemExit(f"{cfg.generations}: no request starts with {cfg.request!r}")
+            i = hits[0]
+            lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
+            relevant = next((set(p["tracks"]) for p in map(json.loads, open(lists)) if p["name"] == gen["queries"][i]),
+                            set())
+            print(f"\n{name}: beams for {gen['queries'][i]!r} ({len(relevant)} relevant tracks)\n")
+            print("| beam | log-prob | relevant | artist | title |")
+            print("|---|---|---|---|---|")
+            g = gen["generations"][i]
+            for b, (lp, track) in enumerate(beam_tracks(db, g["beams"], g["logprobs"]), 1):
+                rec = by_id.get(track, {})
+                print(f"| {b} | {lp:.3f} | {'yes' if track in relevant else 'no'} | {rec.get('artist')} | "
+                      f"{rec.get('title')} |")
+
+
+if __name__ == "__main__":
+    main()
