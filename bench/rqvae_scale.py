@@ -14,9 +14,10 @@ model from RQVAE.
   with batched matmuls; the small modalities zero-padded to one width, the padding masked out of the loss), the whole
   step of each group (gather batch, forward, backward, fused AdamW) captured as one CUDA graph and replayed on its
   own CUDA stream, the groups' replays queued in turn (--queue sequential: one group's epoch after the other's, the
-  order before 2026-11-29's fifth session); no host sync until the end of an epoch. Options: --matmul_dtype bfloat16 (the products on bf16
-  operands, float32 parameters/BatchNorm/losses), --steps_per_graph K (K optimizer steps per graph replay);
-  --variants times several such settings in the same run, --profile_steps prints each group's kernels.
+  order before 2026-11-29's fifth session); no host sync until the end of an epoch. Options: --matmul_dtype
+  bfloat16 (the products on bf16 operands, float32 parameters/BatchNorm/losses), --steps_per_graph K (K optimizer
+  steps per graph replay); --variants times several such settings in the same run, --profile_steps prints each
+  group's kernels.
 The 150-epoch times are extrapolations from the measured steps/epochs (stated in the table). The k-means baseline
 (3MToken Sec. 3: 1024 clusters per modality) runs Lloyd iterations on the GPU over all 1.6M rows.
 """
