@@ -85,7 +85,7 @@ t2mr_data: venv
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
 # the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= text_3ep text_cover_long
+T2MR_FOLD_RUNS ?= text_cover_long text_album_long
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU)
 t2mr_folds: venv
 	for F in $(T2MR_FOLDS); do $(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv \

@@ -4,12 +4,15 @@
         --artists "Janelle Monáe" "Michael Learns To Rock" "Don Omar"
     python -m bench.t2mr_codes --run_dir runs/spotify_bench --tokenizers rqvae \
         --generations runs/t2mr_eval_r5/3MTokenRec/t2mr_eval/generations_3MTokenRec.json --request "This Is Janelle"
+    python -m bench.t2mr_codes --run_dir runs/spotify_val --tokenizers rqvae rqvae_cb256 --quality true
 
 Hierarchical matching ranks the catalog by shared code prefixes, so an artist request is answered well only when the
 artist's tracks share a prefix that few other tracks have. Table 1, per tokenizer and artist, for each level of the
 modality's code (BM by default): how many distinct prefixes the artist's tracks have, and how many of them sit in
 the prefix that holds most of them, out of how many catalog tracks. Table 2: the beams of one saved request, each
-resolved to its catalog track (artist, title, relevant or not).
+resolved to its catalog track (artist, title, relevant or not). Table 3 (--quality), per tokenizer, no model: the
+retrieval ceilings on the playlists (the answer is one member's ID) and the same-artist P@10 of the ranking from a
+track's own ID, with all modalities and with the chosen modality alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.config import parse_config
+from eval.t2mr import member_ceilings
+from inference.matching import HierarchicalIndex
 from inference.retrieval import Retriever, parse_sequence
 from tokenizer_ext.token_db import TokenDB
 
@@ -36,6 +41,11 @@ class T2MRCodesConfig:
     request: str | None = field(default=None, metadata={"help": "with --generations: the request starting so"})
     playlists: str | None = field(default=None, metadata={
         "help": "playlists JSONL whose members are the relevant tracks (default RUN/splits/playlists_eval.jsonl)"})
+    quality: bool = field(default=False, metadata={"help": "table 3: ceilings and same-artist P@k per tokenizer"})
+    artist_sample: int = field(default=2000, metadata={
+        "help": "table 3: tracks (of artists with two or more) ranked from their own ID, a seeded sample; 0: all"})
+    k: int = field(default=10, metadata={"help": "ranking depth"})
+    seed: int = field(default=0, metadata={"help": "the sample and the ceilings' random member"})
 
 
 def artist_spread(db: TokenDB, artists: np.ndarray, artist: str, modality: str) -> list[dict]:
@@ -55,6 +65,13 @@ def artist_spread(db: TokenDB, artists: np.ndarray, artist: str, modality: str) 
     return out
 
 
+def artist_precision(index: HierarchicalIndex, artists: np.ndarray, rows: np.ndarray, k: int,
+                     weights: dict | None = None) -> float:
+    """Mean share of the k tracks ranked from a track's own ID (the track itself excluded) that have its artist."""
+    ranked = index.rank_rows(rows, weights, k=k, exclude_self=True)
+    return float(np.mean(artists[ranked] == artists[rows][:, None]))
+
+
 def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> list[tuple[float, str | None]]:
     """(log-prob, catalog track id or None when the beam is not a catalog ID) per beam."""
     retriever = Retriever(db)
@@ -66,11 +83,44 @@ def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> l
     return out
 
 
+def quality_table(cfg: T2MRCodesConfig, run: Path, by_id: dict) -> None:
+    lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
+    playlists = [json.loads(line) for line in open(lists)]
+    print(f"\nTokenizers without a model ({lists}: {len(playlists)} playlists; same-artist P@{cfg.k}: ", end="")
+    header = True
+    for name in cfg.tokenizers:
+        db = TokenDB.load(run / "tokenizers" / name)
+        artists = np.asarray([by_id[t]["artist"] or "" for t in db.track_ids], dtype=object)
+        names, counts = np.unique(artists, return_counts=True)
+        many = set(names[counts > 1]) - {""}
+        pool = np.flatnonzero([a in many for a in artists])
+        rng = np.random.default_rng(cfg.seed)
+        rows = pool if not cfg.artist_sample or cfg.artist_sample >= len(pool) else \
+            np.sort(rng.choice(pool, cfg.artist_sample, replace=False))
+        if header:
+            print(f"{len(rows):,} of the {len(pool):,} tracks whose artist has two or more, seed {cfg.seed})\n")
+            print(f"| tokenizer | {cfg.modality} codebooks | ceiling P@{cfg.k}: random / expected / best member | "
+                  f"same-artist P@{cfg.k}: all modalities / {cfg.modality} only |")
+            print("|---|---|---|---|")
+            header = False
+        index = HierarchicalIndex.from_token_db(db)
+        row_of = db.row_of()
+        members = [[row_of[t] for t in p["tracks"] if t in row_of] for p in playlists]
+        c = member_ceilings(index, members, cfg.k, cfg.seed)
+        alone = {m: float(m == cfg.modality) for m in db.modalities}
+        print(f"| {name} | {list(db.codebook_sizes[cfg.modality])} | {c['ceiling_random_member_P@10']:.4f} / "
+              f"{c['ceiling_expected_member_P@10']:.4f} / {c['ceiling_best_member_P@10']:.4f} | "
+              f"{artist_precision(index, artists, rows, cfg.k):.4f} / "
+              f"{artist_precision(index, artists, rows, cfg.k, alone):.4f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(T2MRCodesConfig, argv)
     run = Path(cfg.run_dir)
     catalog = pq.read_table(run / "catalog.parquet", columns=["track_id", "artist", "title"]).to_pylist()
     by_id = {r["track_id"]: r for r in catalog}
+    if cfg.quality:
+        quality_table(cfg, run, by_id)
     for name in cfg.tokenizers:
         db = TokenDB.load(run / "tokenizers" / name)
         artists = np.asarray([by_id[t]["artist"] for t in db.track_ids], dtype=object)

@@ -359,24 +359,34 @@ def tune_weights(objective, modalities, grid) -> dict:
     return {"weights": weights, "objective": best, "evaluations": evaluations}
 
 
+def member_ceilings(index, members: list[list[int]], k: int, seed: int, weights: dict | None = None) -> dict:
+    """The retrieval ceilings of a token database (no model): each playlist's ranking when the request's answer is
+    one member's ID (hierarchical matching, `weights` or equal) -> mean P@k over playlists for a random member, the
+    mean over members, and the best member."""
+    rng = np.random.default_rng(seed)
+    random_p, expected_p, best_p = [], [], []
+    for rows in members:
+        if not rows:
+            continue
+        ranked = index.rank_rows(rows, weights, k=k, exclude_self=False)
+        member_set = set(rows)
+        p = np.array([sum(int(r) in member_set for r in line) / k for line in ranked])
+        expected_p.append(p.mean())
+        best_p.append(p.max())
+        random_p.append(p[rng.integers(len(p))])
+    return {"ceiling_random_member_P@10": float(np.mean(random_p)) if random_p else None,
+            "ceiling_expected_member_P@10": float(np.mean(expected_p)) if expected_p else None,
+            "ceiling_best_member_P@10": float(np.mean(best_p)) if best_p else None}
+
+
 def system_diagnostics(gs: GeneratedSystem, retriever, members: list[list[int]], k: int, seed: int) -> dict:
     """Where quality is lost: the retrieval ceilings (a random member's ID, the best member's ID, equal weights),
     distinct top-beam tracks, and per group the share of requests whose top beam has the playlist's most common
     level-1 code."""
     from inference.retrieval import parse_sequence
 
-    db, index = gs.db, retriever.index
-    rng = np.random.default_rng(seed)
-    random_p, expected_p, best_p = [], [], []
-    for rows in members:
-        if not rows:
-            continue
-        ranked = index.rank_rows(rows, None, k=k, exclude_self=False)
-        member_set = set(rows)
-        p = np.array([sum(int(r) in member_set for r in line) / k for line in ranked])
-        expected_p.append(p.mean())
-        best_p.append(p.max())
-        random_p.append(p[rng.integers(len(p))])
+    db = gs.db
+    ceilings = member_ceilings(retriever.index, members, k, seed)
     top = [parse_sequence(g.beams[0], db) if g.beams else None for g in gs.generations]
     top_rows = [retriever.exact_row(*t) if t is not None else None for t in top]
     agreement = {}
@@ -389,10 +399,7 @@ def system_diagnostics(gs: GeneratedSystem, retriever, members: list[list[int]],
             n += 1
             hits += int(t[0][m][0] == np.bincount(codes).argmax())
         agreement[m] = {"share": hits / n if n else None, "requests": n}
-    return {"ceiling_random_member_P@10": float(np.mean(random_p)) if random_p else None,
-            "ceiling_expected_member_P@10": float(np.mean(expected_p)) if expected_p else None,
-            "ceiling_best_member_P@10": float(np.mean(best_p)) if best_p else None,
-            "distinct_top_beam_tracks": len({r for r in top_rows if r is not None}), "requests": len(top),
+    return {**ceilings, "distinct_top_beam_tracks": len({r for r in top_rows if r is not None}), "requests": len(top),
             "level1_agreement": agreement}
 
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from bench.t2mr_codes import artist_spread, beam_tracks
+from bench.t2mr_codes import artist_precision, artist_spread, beam_tracks
+from inference.matching import HierarchicalIndex
 from tokenizer_ext.token_db import TokenDB
 
 # six tracks, BM codes of two levels: the artist "A" has tracks 0, 1, 4; prefix (0,) holds 0, 1, 2, 3
@@ -22,3 +23,12 @@ def test_artist_spread_counts_prefixes_per_level():
 def test_beam_tracks_resolves_catalog_ids_and_flags_others():
     beams = [DB.tokens(4), DB.tokens(1), ["<begin_3MToken>", "<BM1-1>", "<BM2-2>", "<end_3MToken>"]]
     assert beam_tracks(DB, beams, [-0.1, -0.2, -0.3]) == [(-0.1, "t4"), (-0.2, "t1"), (-0.3, None)]
+
+
+def test_artist_precision_is_the_same_artist_share_of_the_ranking_from_a_tracks_id():
+    index = HierarchicalIndex.from_token_db(DB)
+    # track 0 (artist A, codes 0-0) shares only its level-1 code with tracks 1 (A), 2 (B) and 3 (C)
+    assert artist_precision(index, ARTISTS, np.array([0]), k=3) == 1 / 3
+    # track 4 (A, codes 1-0): its nearest track is 5 (D), which shares its level-1 code
+    assert artist_precision(index, ARTISTS, np.array([4]), k=1) == 0.0
+    assert artist_precision(index, ARTISTS, np.array([0, 4]), k=1) == 0.5  # track 0's first neighbour is track 1
