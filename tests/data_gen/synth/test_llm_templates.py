@@ -87,12 +87,17 @@ def test_album_intent_is_opt_in_and_names_the_album():
     assert "{album}" in RICH_PHRASINGS["album"]  # the bare album name: compilations read like playlist names
 
 
-def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):
+def _one_intent_dqt(tmp_path, intent: str):
+    """A 15-track demo run's D_qt with one rich request of `intent` per track -> (run_dir, config, counts, rows)."""
     run_dir = demo_run_dir(tmp_path, num_tracks=15)
-    cfg = DqtConfig(run_dir=str(run_dir), mode="template", templates="rich", intents="artist", num_queries=1,
-                    test_fraction=0.0, out_dir=str(tmp_path / "artist"), **FAST)
+    cfg = DqtConfig(run_dir=str(run_dir), mode="template", templates="rich", intents=intent, num_queries=1,
+                    test_fraction=0.0, out_dir=str(tmp_path / intent), **FAST)
     counts = dqt_run(cfg)["counts"]
-    rows = [json.loads(line) for line in open(tmp_path / "artist" / "dqt.jsonl")]
+    return run_dir, cfg, counts, [json.loads(line) for line in open(tmp_path / intent / "dqt.jsonl")]
+
+
+def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):
+    _, cfg, counts, rows = _one_intent_dqt(tmp_path, "artist")
     assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["excluded_requests"] == 0
     assert all(r["intent"] == "artist" and r["split"] == "train" for r in rows)
     # a held-out playlist named like one of the requests: that request is never a training request
@@ -108,11 +113,7 @@ def test_artist_requests_for_every_track_minus_excluded_requests(tmp_path):
 
 
 def test_album_requests_name_each_tracks_album(tmp_path):
-    run_dir = demo_run_dir(tmp_path, num_tracks=15)
-    cfg = DqtConfig(run_dir=str(run_dir), mode="template", templates="rich", intents="album", num_queries=1,
-                    test_fraction=0.0, out_dir=str(tmp_path / "album"), **FAST)
-    counts = dqt_run(cfg)["counts"]
-    rows = [json.loads(line) for line in open(tmp_path / "album" / "dqt.jsonl")]
+    run_dir, _, counts, rows = _one_intent_dqt(tmp_path, "album")
     catalog = pq.read_table(run_dir / "catalog.parquet", columns=["track_id", "album"]).to_pylist()
     albums = {r["track_id"]: r["album"] for r in catalog}
     assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["rows"] == sum(map(bool, albums.values()))
