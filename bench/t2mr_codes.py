@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.config import parse_config
+from data_gen.catalog.playlists import read_playlists
 from eval.t2mr import member_ceilings
 from inference.matching import HierarchicalIndex
 from inference.retrieval import Retriever, parse_sequence
@@ -83,14 +84,11 @@ def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> l
     return out
 
 
-def quality_table(cfg: T2MRCodesConfig, run: Path, by_id: dict) -> None:
-    lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
-    playlists = [json.loads(line) for line in open(lists)]
+def quality_table(cfg: T2MRCodesConfig, tokenizers: dict, playlists: list, lists: str) -> None:
+    """Table 3: per tokenizer (name -> (TokenDB, artist per row)), the ceilings on `playlists` and same-artist P@k."""
     print(f"\nTokenizers without a model ({lists}: {len(playlists)} playlists; same-artist P@{cfg.k}: ", end="")
     header = True
-    for name in cfg.tokenizers:
-        db = TokenDB.load(run / "tokenizers" / name)
-        artists = np.asarray([by_id[t]["artist"] or "" for t in db.track_ids], dtype=object)
+    for name, (db, artists) in tokenizers.items():
         names, counts = np.unique(artists, return_counts=True)
         many = set(names[counts > 1]) - {""}
         pool = np.flatnonzero([a in many for a in artists])
@@ -105,7 +103,7 @@ def quality_table(cfg: T2MRCodesConfig, run: Path, by_id: dict) -> None:
             header = False
         index = HierarchicalIndex.from_token_db(db)
         row_of = db.row_of()
-        members = [[row_of[t] for t in p["tracks"] if t in row_of] for p in playlists]
+        members = [[row_of[t] for t in p.tracks if t in row_of] for p in playlists]
         c = member_ceilings(index, members, cfg.k, cfg.seed)
         alone = {m: float(m == cfg.modality) for m in db.modalities}
         print(f"| {name} | {list(db.codebook_sizes[cfg.modality])} | {c['ceiling_random_member_P@10']:.4f} / "
@@ -119,11 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(cfg.run_dir)
     catalog = pq.read_table(run / "catalog.parquet", columns=["track_id", "artist", "title"]).to_pylist()
     by_id = {r["track_id"]: r for r in catalog}
-    if cfg.quality:
-        quality_table(cfg, run, by_id)
+    lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
+    playlists = read_playlists(lists) if cfg.quality or cfg.generations else []
+    tokenizers = {}  # name -> (token DB, artist per row; "" where the catalog has none)
     for name in cfg.tokenizers:
         db = TokenDB.load(run / "tokenizers" / name)
-        artists = np.asarray([by_id[t]["artist"] for t in db.track_ids], dtype=object)
+        tokenizers[name] = db, np.asarray([by_id[t]["artist"] or "" for t in db.track_ids], dtype=object)
+    if cfg.quality:
+        quality_table(cfg, tokenizers, playlists, lists)
+    gen = json.loads(Path(cfg.generations).read_text()) if cfg.generations else None
+    for name, (db, artists) in tokenizers.items():
         if cfg.artists:
             print(f"\n{name}: {cfg.modality} codes of an artist's tracks\n")
             print("| artist | level | tracks | distinct prefixes | largest prefix holds | of catalog tracks |")
@@ -132,15 +135,12 @@ def main(argv: list[str] | None = None) -> None:
                 for s in artist_spread(db, artists, artist, cfg.modality):
                     print(f"| {artist} | {s['level']} | {s['tracks']} | {s['prefixes']} | {s['largest_holds']} | "
                           f"{s['largest_size']} |")
-        if cfg.generations:
-            gen = json.loads(Path(cfg.generations).read_text())
+        if gen is not None:
             hits = [i for i, q in enumerate(gen["queries"]) if q.startswith(cfg.request or "")]
             if not hits:
                 raise SystemExit(f"{cfg.generations}: no request starts with {cfg.request!r}")
             i = hits[0]
-            lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
-            relevant = next((set(p["tracks"]) for p in map(json.loads, open(lists)) if p["name"] == gen["queries"][i]),
-                            set())
+            relevant = next((set(p.tracks) for p in playlists if p.name == gen["queries"][i]), set())
             print(f"\n{name}: beams for {gen['queries'][i]!r} ({len(relevant)} relevant tracks)\n")
             print("| beam | log-prob | relevant | artist | title |")
             print("|---|---|---|---|---|")

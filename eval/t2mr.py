@@ -359,16 +359,16 @@ def tune_weights(objective, modalities, grid) -> dict:
     return {"weights": weights, "objective": best, "evaluations": evaluations}
 
 
-def member_ceilings(index, members: list[list[int]], k: int, seed: int, weights: dict | None = None) -> dict:
+def member_ceilings(index, members: list[list[int]], k: int, seed: int) -> dict:
     """The retrieval ceilings of a token database (no model): each playlist's ranking when the request's answer is
-    one member's ID (hierarchical matching, `weights` or equal) -> mean P@k over playlists for a random member, the
-    mean over members, and the best member."""
+    one member's ID (hierarchical matching, equal weights) -> mean P@k over playlists for a random member, the mean
+    over members, and the best member."""
     rng = np.random.default_rng(seed)
     random_p, expected_p, best_p = [], [], []
     for rows in members:
         if not rows:
             continue
-        ranked = index.rank_rows(rows, weights, k=k, exclude_self=False)
+        ranked = index.rank_rows(rows, None, k=k, exclude_self=False)
         member_set = set(rows)
         p = np.array([sum(int(r) in member_set for r in line) / k for line in ranked])
         expected_p.append(p.mean())
