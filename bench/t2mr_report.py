@@ -47,6 +47,8 @@ def _gen(out_dir: str, name: str, set_name: str, mode: str = "catalog") -> Path:
 
 
 MASK_LABEL = " [modality mask]"  # label suffix of generations decoded with the per-modality mask
+# rankings scored on validation; each group shares the modality weights tuned on its first ranking
+RANKING_GROUPS = (("match", "beams"), ("neighbours",))
 
 
 def _p(x) -> str:
@@ -99,20 +101,26 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     gens = [gen]
     if _gen(cfg.val_dir, best, "val", "modality").exists():  # the same model decoded with the per-modality mask
         gens.append(f"{best}{MASK_LABEL}={_gen(cfg.val_dir, best, 'val', 'modality')}")
-    out = f"{cfg.work_dir}/choose"
-    tuned = run(T2MRConfig(run_dir=run_dir, playlists=val_set, out_dir=out, generations=[gen], unimodal=False,
-                           rankings=["match"], tune_weights=True, baselines=["none"], diagnostics=False))
-    weights_file = f"{out}/weights_{best}.json"
     relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
-    options = dict(run_dir=run_dir, playlists=val_set, generations=gens, unimodal=False, baselines=["none"],
-                   diagnostics=False, beams_used=[1, 4], rankings=["match", "beams"], weights=[weights_file])
-    grid = run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))
-    rows = dict(grid["systems"])
-    if relevance:
-        with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
-                                    modality_prior=weights_file))
-        rows.update({k.replace(best, f"{best} relevance x tuned prior", 1): v for k, v in with_prior["systems"].items()
-                     if " w/o " not in k and " weights " not in k})
+    rows, tuned = {}, {}
+    for group in RANKING_GROUPS:  # weights are tuned per group, on the group's first ranking
+        out = f"{cfg.work_dir}/choose" + ("" if group == RANKING_GROUPS[0] else f"/{group[0]}")
+        result = run(T2MRConfig(run_dir=run_dir, playlists=val_set, out_dir=out, generations=[gen], unimodal=False,
+                                rankings=[group[0]], tune_weights=True, baselines=["none"], diagnostics=False))
+        weights_file = f"{out}/weights_{best}.json"
+        tuned[group[0]] = {"file": weights_file,
+                           "objective": result["systems"][f"{best} tuned weights"]["metrics"]["P@10"]}
+        options = dict(run_dir=run_dir, playlists=val_set, generations=gens, unimodal=False, baselines=["none"],
+                       diagnostics=False, beams_used=[1, 4], rankings=list(group), weights=[weights_file])
+        found = dict(run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))["systems"])
+        if relevance:
+            with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
+                                        modality_prior=weights_file))
+            found.update({k.replace(best, f"{best} relevance x tuned prior", 1): v
+                          for k, v in with_prior["systems"].items() if " w/o " not in k and " weights " not in k})
+        if group != RANKING_GROUPS[0]:  # the group's default rows (16 beams) get a label of their own
+            found = {k if "[" in k else f"{k} [{group[0]}, 16 beams]": v for k, v in found.items()}
+        rows.update(found)
     order = sorted(rows, key=lambda k: -rows[k]["metrics"]["P@10"])
     chosen = order[0]
     lines = ["| variant (run " + best + ") | P@1 | P@5 | P@10 | Hit@10 |", "|---|---|---|---|---|"]
@@ -121,13 +129,14 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
         lines.append(f"| {k}{' (chosen)' if k == chosen else ''} | {_p(m['P@1'])} | {_p(m['P@5'])} | "
                      f"{_p(m['P@10'])} | {_p(m['Hit@10'])} |")
     system = rows[chosen]
-    weights = json.loads(Path(weights_file).read_text())
+    group = next(g[0] for g in RANKING_GROUPS if system["ranking"] in g)
+    weights_file = tuned[group]["file"]
     choice = {"label": chosen, "ranking": system["ranking"], "beams": system["beams"],
               "mode": "modality" if MASK_LABEL in chosen else "catalog",
               "weights": ("relevance x tuned prior" if "relevance x tuned prior" in chosen else
                           "tuned" if " weights " in chosen else "equal" if " w/o " in chosen else "relevance"),
-              "tuned_weights": weights["weights"], "tuned_objective": tuned["systems"][f"{best} tuned weights"][
-                  "metrics"]["P@10"], "weights_file": weights_file, "relevance": relevance}
+              "tuned_weights": json.loads(Path(weights_file).read_text())["weights"],
+              "tuned_objective": tuned[group]["objective"], "weights_file": weights_file, "relevance": relevance}
     return "\n".join(lines), choice
 
 

@@ -53,7 +53,8 @@ class T2MRConfig:
     weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0], metadata={
         "help": "values tried for each modality weight by --tune_weights"})
     rankings: list[str] = field(default_factory=lambda: ["match"], metadata={
-        "help": "match (3MTokenRec: merged hierarchical matching) and/or beams (the beams' own tracks first)"})
+        "help": "match (3MTokenRec: merged hierarchical matching), beams (the beams' own tracks first) and/or "
+                "neighbours (content nearest to what the beams' codes stand for; reads RUN_DIR/embeddings)"})
     beams_used: list[int] = field(default_factory=list, metadata={
         "help": "also score with only the first B beams of each request (B <= num_beams)"})
     beam_temperature: float = field(default=1.0, metadata={
@@ -182,6 +183,7 @@ def parse_weights(spec: str, modalities) -> tuple[str, dict[str, float]]:
 
 
 def run(cfg: T2MRConfig) -> dict:
+    from inference.neighbours import ContentSpace
     from inference.retrieval import Retriever, modality_weights
 
     catalog = pq.read_table(Path(cfg.run_dir) / "catalog.parquet")
@@ -198,7 +200,9 @@ def run(cfg: T2MRConfig) -> dict:
     relevance = _relevance(cfg, queries, out)
 
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
-        retriever = Retriever(gs.db)
+        content = (ContentSpace.from_run(cfg.run_dir, gs.db.track_ids, gs.db.modalities)
+                   if "neighbours" in cfg.rankings else None)
+        retriever = Retriever(gs.db, content=content)
         mods = gs.db.modalities
         db_row_of = gs.db.row_of()
         db_rows = [[r for r in (db_row_of.get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]

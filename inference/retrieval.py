@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.matching import HierarchicalIndex, top_k
+from inference.neighbours import ContentSpace
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import BEGIN_TOKEN, END_TOKEN, tokens_to_codes
 
@@ -75,7 +76,7 @@ class Retrieved:
     matched: list[list[str]]       # per returned track: the groups whose level-1 code it shares with the top beam
 
 
-RANKINGS = ("match", "beams")
+RANKINGS = ("match", "beams", "neighbours")
 
 
 class Retriever:
@@ -83,11 +84,13 @@ class Retriever:
 
     ranking "match" (3MTokenRec): the tracks with the best merged hierarchical-matching scores. "beams": the exact
     tracks of the well-formed beams first, in beam order (with the catalog mask every beam is one catalog track, so
-    k beams give k distinct tracks), then the best-matching other tracks."""
+    k beams give k distinct tracks), then the best-matching other tracks. "neighbours": the tracks whose content is
+    nearest to what the beams' codes stand for (`inference.neighbours`; needs `content`)."""
 
-    def __init__(self, db: TokenDB, index: HierarchicalIndex | None = None):
+    def __init__(self, db: TokenDB, index: HierarchicalIndex | None = None, content: ContentSpace | None = None):
         self.db = db
         self.index = index or HierarchicalIndex.from_token_db(db)
+        self.content = content
         self._exact: dict[tuple, int] | None = None
 
     def exact_row(self, codes: Mapping[str, Sequence[int]], dedup: int | None) -> int | None:
@@ -110,6 +113,9 @@ class Retriever:
         larger values flatten it towards a vote of the beams (inf: every beam counts the same)."""
         if ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+        if ranking == "neighbours" and self.content is None:
+            raise ValueError("ranking 'neighbours' needs content vectors: Retriever(db, content=ContentSpace.from_run("
+                             "run_dir, db.track_ids, db.modalities))")
         parsed = [parse_sequence(b, self.db) for b in beams]
         keep = [i for i, p in enumerate(parsed) if p is not None]
         if not keep:
@@ -122,7 +128,15 @@ class Retriever:
             lp = lp / beam_temperature if np.isfinite(beam_temperature) else np.zeros_like(lp)
             probs = np.exp(lp - lp.max())
             probs /= probs.sum()
-        if len(keep) == 1 or np.count_nonzero(probs) == 1:
+        if ranking == "neighbours":
+            targets: dict[str, np.ndarray] = {}
+            for i, p in zip(keep, probs):
+                for m, v in self.content.decode(self.index, parsed[i][0], weights).items():
+                    targets[m] = targets.get(m, 0.0) + p * v
+            total = self.content.score(targets, weights)
+            rows = top_k(total[None, :], k)[0]
+            scores = total[rows]
+        elif len(keep) == 1 or np.count_nonzero(probs) == 1:
             codes = parsed[keep[int(np.argmax(probs))]][0]
             if ranking == "match":
                 rows, scores = self.index.search_codes(codes, weights, k=k)

@@ -148,6 +148,30 @@ def test_saved_generations_score_like_the_bundle_and_split_seen_requests(bundle,
         sharp["Tiny w/o modality selection [match, 1 beams]"]["ranked_track_ids"]
     assert offline["systems"]["Tiny w/o modality selection"]["ranked_track_ids"] != \
         offline["systems"]["Tiny w/o modality selection [match, 1 beams]"]["ranked_track_ids"]
+    # the neighbours ranking reads the run's embeddings and ranks as the Retriever does with them
+    import shutil
+
+    from inference.neighbours import ContentSpace
+    from inference.retrieval import Retriever
+    from tests.eval.helpers import write_store
+
+    run_dir = tmp_path / "run_with_embeddings"
+    shutil.copytree(cfg.run_dir, run_dir)
+    rng = np.random.default_rng(0)
+    write_store(run_dir, db.track_ids, {m: (rng.normal(size=(db.num_tracks, 5)), rng.random(db.num_tracks) < 0.9)
+                                        for m in db.modalities})
+    near = run(T2MRConfig(run_dir=str(run_dir), playlists=cfg.playlists, out_dir=str(tmp_path / "near"),
+                          generations=[f"Tiny={gen_file}"], baselines=["none"], rankings=["neighbours"],
+                          unimodal=False, num_beams=4, diagnostics=False, tune_weights=True))["systems"]
+    retriever = Retriever(db, content=ContentSpace.from_run(run_dir, db.track_ids, db.modalities))
+    generations = json.loads(gen_file.read_text())["generations"]
+    expected = [[db.track_ids[r] for r in retriever.retrieve(g["beams"], g["logprobs"], k=10,
+                                                             ranking="neighbours").rows] for g in generations]
+    assert near["Tiny w/o modality selection"]["ranking"] == "neighbours"
+    assert near["Tiny w/o modality selection"]["ranked_track_ids"] == expected
+    assert near["Tiny w/o modality selection"]["ranked_track_ids"] != \
+        offline["systems"]["Tiny w/o modality selection"]["ranked_track_ids"]
+    assert "Tiny tuned weights" in near
 
 
 def test_tune_weights_finds_the_modality_that_scores():
