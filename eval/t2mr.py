@@ -183,7 +183,7 @@ def parse_weights(spec: str, modalities) -> tuple[str, dict[str, float]]:
 
 
 def run(cfg: T2MRConfig) -> dict:
-    from inference.neighbours import ContentSpace
+    from inference.neighbours import ContentSpace, content_modalities
     from inference.retrieval import Retriever, modality_weights
 
     catalog = pq.read_table(Path(cfg.run_dir) / "catalog.parquet")
@@ -200,7 +200,7 @@ def run(cfg: T2MRConfig) -> dict:
     relevance = _relevance(cfg, queries, out)
 
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
-        content = (ContentSpace.from_run(cfg.run_dir, gs.db.track_ids, gs.db.modalities)
+        content = (ContentSpace.from_run(cfg.run_dir, gs.db.track_ids, content_modalities(gs.db))
                    if "neighbours" in cfg.rankings else None)
         retriever = Retriever(gs.db, content=content)
         mods = gs.db.modalities

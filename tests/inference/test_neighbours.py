@@ -77,3 +77,21 @@ def test_content_space_from_run_follows_the_token_db_order(tmp_path):
     assert not space.vectors["BM"][order[5]].any()  # absent in the store: zero, so it scores 0
     with pytest.raises(ValueError, match="not in the embedding store"):
         ContentSpace.from_run(tmp_path, [*db.track_ids, "other"], ["BM"])
+
+
+def test_a_joint_group_decodes_into_every_input_modality_it_stands_for():
+    from inference.neighbours import content_modalities
+
+    db = TokenDB([f"t{i}" for i in range(len(CODES))], {"FU": (3, 2)}, {"FU": CODES.copy()}, tokenizer="fusid",
+                 meta={"input_modalities": ["BM", "SC"]})
+    assert content_modalities(db) == ("BM", "SC")
+    sc = CONTENT[:, ::-1].copy()
+    space = ContentSpace({"BM": unit_rows(CONTENT, np.ones(6, bool)), "SC": unit_rows(sc, np.ones(6, bool))})
+    decoded = space.decode(HierarchicalIndex.from_token_db(db), {"FU": [1, 0]})
+    assert set(decoded) == {"BM", "SC"}
+    assert np.allclose(decoded["BM"], space.vectors["BM"][2]) and np.allclose(decoded["SC"], space.vectors["SC"][2])
+    near = Retriever(db, content=space).retrieve([db.tokens(2)], [0.0], k=1, ranking="neighbours",
+                                                 weights={"BM": 1.0, "SC": 0.0})
+    assert near.rows.tolist() == [2]
+    with pytest.raises(ValueError, match="no input_modalities"):
+        content_modalities(TokenDB(db.track_ids, db.codebook_sizes, db.codes, tokenizer="fusid"))
