@@ -1,0 +1,54 @@
+"""bench.t2mr_report's choice of ranking and weights on validation: the neighbours ranking competes with matching,
+each with the weights tuned for it, and the choice names the weights file of the ranking it chose."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.t2mr_report import T2MRReportConfig, choose_setting
+from tests.eval.helpers import write_playlist_file, write_store
+from tokenizer_ext.token_db import TokenDB
+
+N = 40  # four content clusters of ten tracks (rows 10c..10c+9); level-1 codes cut across them (row % 4)
+
+
+def _setup(tmp_path, members_by: str):
+    rng = np.random.default_rng(0)
+    ids = [f"t{i:02d}" for i in range(N)]
+    codes = np.stack([np.arange(N) % 4, (np.arange(N) // 4) % 10], axis=1).astype(np.int32)
+    db = TokenDB(ids, {"BM": (4, 10)}, {"BM": codes})
+    run_dir = tmp_path / "run"
+    db.save(run_dir / "tokenizers" / "tok")
+    pq.write_table(pa.table({"track_id": ids}), run_dir / "catalog.parquet")
+    centres = np.eye(4) * 5
+    content = centres[np.arange(N) // 10] + rng.normal(scale=0.3, size=(N, 4))
+    write_store(run_dir, ids, {"BM": (content, np.ones(N, bool))})
+    # playlists: the tracks of one content cluster, or the tracks of one level-1 code
+    groups = [list(range(10 * c, 10 * c + 10)) if members_by == "content" else list(range(c, N, 4))
+              for c in range(4)]
+    write_playlist_file(run_dir / "val.jsonl", {f"p{c}": [ids[r] for r in g] for c, g in enumerate(groups)})
+    gen_dir = tmp_path / "val" / "best" / "t2mr_val"
+    gen_dir.mkdir(parents=True)
+    (gen_dir / "generations_best.json").write_text(json.dumps({
+        "token_db_dir": str(run_dir / "tokenizers" / "tok"), "num_beams": 2, "name": "best",
+        "queries": [f"p{c}" for c in range(4)], "seen": None,
+        "generations": [{"beams": [db.tokens(g[0]), db.tokens(g[1])], "logprobs": [-0.1, -0.2]} for g in groups]}))
+    plan = {"run_dir": str(run_dir), "sets": {"val": "{R}/val.jsonl"}}
+    cfg = T2MRReportConfig(val_dir=str(tmp_path / "val"), work_dir=str(tmp_path / "work"), relevance=None)
+    return cfg, plan
+
+
+@pytest.mark.parametrize("members_by, ranking", [("content", "neighbours"), ("codes", "match")])
+def test_choice_takes_the_ranking_that_fits_the_playlists_with_its_own_weights(tmp_path, members_by, ranking):
+    cfg, plan = _setup(tmp_path, members_by)
+    table, choice = choose_setting(cfg, plan, "best")
+    assert choice["ranking"] == ranking, table
+    group_dir = "choose/neighbours" if ranking == "neighbours" else "choose"
+    assert choice["weights_file"] == f"{cfg.work_dir}/{group_dir}/weights_best.json"
+    assert choice["tuned_weights"] == {"BM": 1.0}
+    # both groups' rows are in the table, the neighbours rows labelled with their ranking
+    assert "[neighbours, 16 beams]" in table and "[match, 1 beams]" in table
+    assert "(chosen)" in table.splitlines()[2]
