@@ -115,7 +115,7 @@ class Retriever:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         if ranking == "neighbours" and self.content is None:
             raise ValueError("ranking 'neighbours' needs content vectors: Retriever(db, content=ContentSpace.from_run("
-                             "run_dir, db.track_ids, db.modalities))")
+                             "run_dir, db.track_ids, content_modalities(db)))")
         parsed = [parse_sequence(b, self.db) for b in beams]
         keep = [i for i, p in enumerate(parsed) if p is not None]
         if not keep:
