@@ -110,6 +110,10 @@ t2mr_gpu: venv
 	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae_lr1e3/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda --lr 1e-3 \
 		--run_dir $$R --out_dir $$R/tokenizers/rqvae_lr1e3; done
+	# and with a 1,024-code first level (1024/256/256), which keeps more of an artist's tracks together (round 6)
+	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae_cb1024_lr1e3/token_db.parquet || \
+		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda --lr 1e-3 \
+		--codebook_sizes 1024 256 256 --run_dir $$R --out_dir $$R/tokenizers/rqvae_cb1024_lr1e3; done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
