@@ -103,17 +103,13 @@ t2mr_gpu_folds: venv
 			$(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),) > runs/t2mr_val_f$$F.log 2>&1 & pids="$$pids $$!"; done; \
 		for p in $$pids; do wait $$p || exit 1; done
 t2mr_gpu: venv
-	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda \
-		--run_dir $$R --out_dir $$R/tokenizers/rqvae; done
-	# the same RQ-VAE at lr 1e-3: on 28k tracks the paper's 150 epochs at 1e-4 are 6,600 steps (docs/t2mr.md round 5)
-	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae_lr1e3/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda --lr 1e-3 \
-		--run_dir $$R --out_dir $$R/tokenizers/rqvae_lr1e3; done
-	# and with a 1,024-code first level (1024/256/256), which keeps more of an artist's tracks together (round 6)
-	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqvae_cb1024_lr1e3/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda --lr 1e-3 \
-		--codebook_sizes 1024 256 256 --run_dir $$R --out_dir $$R/tokenizers/rqvae_cb1024_lr1e3; done
+	# RQ-VAE tokenizers NAME:OPTIONS, where missing: the paper's; at lr 1e-3 (on 28k tracks the paper's 150 epochs at
+	# 1e-4 are 6,600 steps, docs/t2mr.md round 5); at lr 1e-3 with a 1,024-code first level, which keeps more of an
+	# artist's tracks together (round 6)
+	for V in "rqvae:" "rqvae_lr1e3:--lr 1e-3" "rqvae_cb1024_lr1e3:--lr 1e-3 --codebook_sizes 1024 256 256"; do \
+		N=$${V%%:*}; for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/$$N/token_db.parquet || \
+		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $${V#*:} \
+		--run_dir $$R --out_dir $$R/tokenizers/$$N; done; done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
