@@ -199,9 +199,14 @@ def run(cfg: T2MRConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     relevance = _relevance(cfg, queries, out)
 
+    spaces: dict[tuple, ContentSpace] = {}  # systems whose token DBs share track order and modalities share one
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
-        content = (ContentSpace.from_run(cfg.run_dir, gs.db.track_ids, content_modalities(gs.db))
-                   if "neighbours" in cfg.rankings else None)
+        content = None
+        if "neighbours" in cfg.rankings:
+            key = (tuple(gs.db.track_ids), content_modalities(gs.db))
+            if key not in spaces:
+                spaces[key] = ContentSpace.from_run(cfg.run_dir, gs.db.track_ids, key[1])
+            content = spaces[key]
         retriever = Retriever(gs.db, content=content)
         mods = gs.db.modalities
         db_row_of = gs.db.row_of()
