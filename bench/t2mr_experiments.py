@@ -48,6 +48,8 @@ class ExperimentArguments:
     modes: list[str] = field(default_factory=list, metadata={
         "help": "only these decoding masks of the plan's generate.modes (default all), e.g. catalog"})
     device: str = field(default="cuda", metadata={"help": "device for generation"})
+    num_beams: int | None = field(default=None, metadata={
+        "help": "beams saved per request instead of the plan's generate.num_beams"})
     keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
 
@@ -105,9 +107,12 @@ def generation_targets(plan: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def restrict(plan: dict, sets: list[str], modes: list[str]) -> None:
-    """Keep only these request sets and decoding masks of the plan (empty: keep all), in place."""
+def restrict(plan: dict, sets: list[str], modes: list[str], num_beams: int | None = None) -> None:
+    """Keep only these request sets and decoding masks of the plan (empty: keep all), in place; num_beams replaces
+    the plan's beams per request."""
     gen = plan.setdefault("generate", {})
+    if num_beams:
+        gen["num_beams"] = num_beams
     targets = generation_targets(plan)
     if modes:
         unknown = sorted(set(modes) - {m for m, _ in targets})
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]
     runs = [r for r in plan["runs"] if not args.runs or r["name"] in args.runs]
-    restrict(plan, args.sets, args.modes)
+    restrict(plan, args.sets, args.modes, args.num_beams)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for result in pool.map(lambda r: run_one(plan, r, args), runs):
             print(json.dumps({k: v for k, v in result.items() if k != "loss"}), flush=True)

@@ -49,6 +49,8 @@ def _gen(out_dir: str, name: str, set_name: str, mode: str = "catalog") -> Path:
 MASK_LABEL = " [modality mask]"  # label suffix of generations decoded with the per-modality mask
 # rankings scored on validation; each group shares the modality weights tuned on its first ranking
 RANKING_GROUPS = (("match", "beams"), ("neighbours",))
+# beam counts scored besides every beam the generations hold (eval.t2mr skips counts not below it)
+BEAMS_SCORED = [1, 4, 16, 32]
 
 
 def _p(x) -> str:
@@ -63,7 +65,7 @@ def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
     base = dict(run_dir=run_dir, unimodal=False, num_beams=16, k=10)
     val = run(T2MRConfig(**base, playlists=val_set, out_dir=f"{cfg.work_dir}/val",
                          generations=[f"{n}={_gen(cfg.val_dir, n, 'val')}" for n in done],
-                         rankings=["match", "beams"], beams_used=[1, 4], baselines=["bm25", "dense"]))
+                         rankings=["match", "beams"], beams_used=BEAMS_SCORED, baselines=["bm25", "dense"]))
     seen = run(T2MRConfig(**base, playlists=seen_set, out_dir=f"{cfg.work_dir}/val_seen",
                           generations=[f"{n}={_gen(cfg.val_dir, n, 'seen')}" for n in done
                                        if _gen(cfg.val_dir, n, "seen").exists()],
@@ -82,7 +84,8 @@ def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
         agree = d[n]["level1_agreement"]
         loss = logs[n].get("loss") or [[None, None]]
         lines.append(" | ".join([
-            f"| {n}", notes.get(n, ""), str(logs[n]["options"].get("max_steps")), _p(s[eq]["metrics"]["P@10"]),
+            f"| {n}", notes.get(n, ""), str(logs[n]["options"].get("max_steps")),
+            _p(s.get(f"{eq} [match, 16 beams]", s[eq])["metrics"]["P@10"]),
             _p(s[f"{eq} [beams, 16 beams]"]["metrics"]["P@10"]), _p(s[f"{eq} [match, 1 beams]"]["metrics"]["P@10"]),
             _p(seen["systems"].get(eq, {}).get("metrics", {}).get("P@10")),
             f"{d[n]['distinct_top_beam_tracks']} of {d[n]['requests']}",
@@ -111,15 +114,15 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
         tuned[group[0]] = {"file": weights_file,
                            "objective": result["systems"][f"{best} tuned weights"]["metrics"]["P@10"]}
         options = dict(run_dir=run_dir, playlists=val_set, generations=gens, unimodal=False, baselines=["none"],
-                       diagnostics=False, beams_used=[1, 4], rankings=list(group), weights=[weights_file])
+                       diagnostics=False, beams_used=BEAMS_SCORED, rankings=list(group), weights=[weights_file])
         found = dict(run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))["systems"])
         if relevance:
             with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
                                         modality_prior=weights_file))
             found.update({k.replace(best, f"{best} relevance x tuned prior", 1): v
                           for k, v in with_prior["systems"].items() if " w/o " not in k and " weights " not in k})
-        if group != RANKING_GROUPS[0]:  # the group's default rows (16 beams) get a label of their own
-            found = {k if "[" in k else f"{k} [{group[0]}, 16 beams]": v for k, v in found.items()}
+        if group != RANKING_GROUPS[0]:  # the group's default rows (every beam) get a label of their own
+            found = {k if "[" in k else f"{k} [{group[0]}, {v['beams']} beams]": v for k, v in found.items()}
         rows.update(found)
     order = sorted(rows, key=lambda k: -rows[k]["metrics"]["P@10"])
     chosen = order[0]
@@ -144,8 +147,7 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
     run_dir = plan["run_dir"]
     mode = choice.get("mode", "catalog")
     names = [r["name"] for r in plan["runs"] if _gen(cfg.eval_dir, r["name"], "eval", mode).exists()]
-    opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]],
-                beams_used=[choice["beams"]] if choice["beams"] != 16 else [])
+    opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]], beams_used=[choice["beams"]])
     if choice["weights"] in ("tuned",):
         opts["weights"] = [choice["weights_file"]]
     if choice["relevance"]:  # modality selection by the relevance model: a row of its own, whatever was chosen

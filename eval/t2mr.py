@@ -56,7 +56,7 @@ class T2MRConfig:
         "help": "match (3MTokenRec: merged hierarchical matching), beams (the beams' own tracks first) and/or "
                 "neighbours (content nearest to what the beams' codes stand for; reads RUN_DIR/embeddings)"})
     beams_used: list[int] = field(default_factory=list, metadata={
-        "help": "also score with only the first B beams of each request (B <= num_beams)"})
+        "help": "also score with only the first B beams of each request (B not below the beams generated is skipped)"})
     beam_temperature: float = field(default=1.0, metadata={
         "help": "beams are merged with weights softmax(logprob / T): 1 is the generation's own distribution, larger "
                 "T flattens it towards a vote of the beams (inf: every beam counts the same)"})
@@ -211,9 +211,8 @@ def run(cfg: T2MRConfig) -> dict:
         mods = gs.db.modalities
         db_row_of = gs.db.row_of()
         db_rows = [[r for r in (db_row_of.get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
-        beams_used = sorted({cfg.num_beams if not gs.info.get("num_beams") else gs.info["num_beams"],
-                             *cfg.beams_used})
-        full = max(beams_used)
+        full = gs.info.get("num_beams") or cfg.num_beams  # every beam the generations hold
+        beams_used = sorted({full, *(b for b in cfg.beams_used if b < full)})
 
         def ranked(weights, ranking=cfg.rankings[0], b=full, gs=gs, retriever=retriever):
             res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=cfg.k, ranking=ranking,

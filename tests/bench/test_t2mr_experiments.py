@@ -40,7 +40,7 @@ def test_modes_as_a_list_cover_every_set_and_unknown_sets_are_refused():
         te.generation_targets({**PLAN, "generate": {"modes": {"modality": ["eval"]}}})
 
 
-def test_sets_and_modes_restrict_the_generations():
+def test_sets_and_modes_restrict_the_generations(tmp_path):
     plan = json.loads(json.dumps(PLAN))
     te.restrict(plan, [], ["catalog"])
     assert te.generation_targets(plan) == [("catalog", "val"), ("catalog", "seen")]
@@ -52,6 +52,9 @@ def test_sets_and_modes_restrict_the_generations():
     assert te.generation_targets(plan) == [("modality", "val")]
     with pytest.raises(ValueError, match="sampling"):
         te.restrict(json.loads(json.dumps(PLAN)), [], ["sampling"])
+    plan = json.loads(json.dumps(PLAN))
+    te.restrict(plan, [], [], num_beams=64)  # --num_beams: more beams saved than the plan's 8
+    assert all(_flag(c, "--num_beams") == "64" for c in te.commands(plan, plan["runs"][0], tmp_path / "a", "cpu")[1:])
 
 
 def test_a_saved_selection_is_reused_and_inherited(tmp_path, monkeypatch):

@@ -50,5 +50,5 @@ def test_choice_takes_the_ranking_that_fits_the_playlists_with_its_own_weights(t
     assert choice["weights_file"] == f"{cfg.work_dir}/{group_dir}/weights_best.json"
     assert choice["tuned_weights"] == {"BM": 1.0}
     # both groups' rows are in the table, the neighbours rows labelled with their ranking
-    assert "[neighbours, 16 beams]" in table and "[match, 1 beams]" in table
+    assert "[neighbours, 2 beams]" in table and "[match, 1 beams]" in table
     assert "(chosen)" in table.splitlines()[2]

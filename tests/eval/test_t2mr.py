@@ -135,7 +135,8 @@ def test_saved_generations_score_like_the_bundle_and_split_seen_requests(bundle,
     gen_file = tmp_path / "live" / "generations_Tiny.json"
     offline = run(T2MRConfig(run_dir=cfg.run_dir, playlists=cfg.playlists, out_dir=str(tmp_path / "offline"),
                              generations=[f"Tiny={gen_file}"], baselines=["none"], rankings=["match", "beams"],
-                             beams_used=[1], unimodal=False, weights=["BMonly:BM=1"], num_beams=4))
+                             beams_used=[1, 16], unimodal=False, weights=["BMonly:BM=1"], num_beams=4))
+    assert set(offline["systems"]) == names - {"BM25"}  # 16 is above the 4 beams saved: no row of its own
     for name, system in offline["systems"].items():
         assert system["metrics"] == pytest.approx(live["systems"][name]["metrics"]), name
         assert system["ranked_track_ids"] == live["systems"][name]["ranked_track_ids"]
