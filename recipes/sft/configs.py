@@ -49,6 +49,9 @@ class SFTScriptArguments:
     fast_path_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile each decoder layer"})
     fast_path_liger: bool = field(default=False, metadata={
         "help": "fast path: Liger RMSNorm/SwiGLU/RoPE kernels (needs liger-kernel, CUDA)"})
+    fast_path_fuse_projections: bool = field(default=False, metadata={
+        "help": "fast path: each decoder layer's q/k/v and gate/up projections as one matmul each (same parameters "
+                "and maths, fewer and larger GEMMs; Llama / Qwen2-style layers)"})
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})

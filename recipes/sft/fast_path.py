@@ -4,7 +4,8 @@
     varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
     FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
                         normalisation, no host sync per step
-    prepare_fast_model  switches the attention, optional Liger kernels and per-layer torch.compile
+    prepare_fast_model  switches the attention, optional fused q/k/v and gate/up projections, Liger kernels and
+                        per-layer torch.compile
 Examples per optimizer step, sampler order and learning-rate schedule are those of the stock path.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
+import types
 
 import torch
 import torch.nn.functional as F
@@ -129,12 +132,73 @@ def decoder_layers(model) -> list:
     return list(model.get_decoder().layers)
 
 
-def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False) -> dict:
-    """Switch `model` to the packed varlen attention; optional Liger kernels and per-layer compile -> what was done."""
+def _rotary(module):
+    """The apply_rotary_pos_emb(q, k, cos, sin) of the module's model family, or None."""
+    return getattr(sys.modules.get(type(module).__module__), "apply_rotary_pos_emb", None)
+
+
+def fused_qkv_forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None,
+                      **kwargs):
+    """The attention forward of Llama / Qwen2-style models with q, k and v as one matmul over the three weights
+    concatenated (the parameters stay separate, so checkpoints keep their keys), then the packed varlen attention.
+    With a KV cache (generation) the model's own forward runs."""
+    if past_key_values is not None:
+        return type(self).forward(self, hidden_states, position_embeddings, attention_mask, past_key_values, **kwargs)
+    projs = (self.q_proj, self.k_proj, self.v_proj)
+    bias = torch.cat([p.bias for p in projs]) if self.q_proj.bias is not None else None
+    qkv = F.linear(hidden_states, torch.cat([p.weight for p in projs]), bias)
+    shape = (*hidden_states.shape[:-1], -1, self.head_dim)
+    q, k, v = (t.view(shape).transpose(1, 2) for t in qkv.split([p.out_features for p in projs], dim=-1))
+    cos, sin = position_embeddings
+    q, k = _rotary(self)(q, k, cos, sin)
+    out, weights = varlen_attention(self, q, k, v, attention_mask, scaling=self.scaling, **kwargs)
+    return self.o_proj(out.reshape(*hidden_states.shape[:-1], -1).contiguous()), weights
+
+
+def fused_gate_up_forward(self, x):
+    """The gated MLP forward with the gate and up projections as one matmul over their concatenated weights."""
+    gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+    return self.down_proj(self.act_fn(gate) * up)
+
+
+def _fusable_attention(attn) -> bool:
+    projs = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    return (all(isinstance(p, torch.nn.Linear) for p in projs) and hasattr(attn, "head_dim")
+            and hasattr(attn, "scaling") and not hasattr(attn, "q_norm")  # Qwen3-style q/k norms: not this forward
+            and len({p.bias is None for p in projs[:3]}) == 1 and _rotary(attn) is not None)
+
+
+def _fusable_mlp(mlp) -> bool:
+    projs = [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    return (all(isinstance(p, torch.nn.Linear) for p in projs) and hasattr(mlp, "act_fn")
+            and projs[0].bias is None and projs[1].bias is None and projs[0].out_features == projs[1].out_features)
+
+
+def fuse_layer_projections(model) -> dict:
+    """Each decoder layer's q/k/v and gate/up projections as one matmul each (fewer, larger GEMMs; the parameters
+    and the maths are unchanged) -> counts of fused attention and MLP blocks. Needs the varlen attention."""
+    done = {"fused_qkv": 0, "fused_gate_up": 0}
+    for layer in decoder_layers(model):
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if _fusable_attention(attn):
+            attn.forward = types.MethodType(fused_qkv_forward, attn)
+            done["fused_qkv"] += 1
+        if _fusable_mlp(mlp):
+            mlp.forward = types.MethodType(fused_gate_up_forward, mlp)
+            done["fused_gate_up"] += 1
+    return done
+
+
+def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
+                       fuse_projections: bool = False) -> dict:
+    """Switch `model` to the packed varlen attention; optional fused projections, Liger kernels and per-layer
+    compile -> what was done."""
     register_varlen_attention()
     model.config._attn_implementation = ATTN_IMPLEMENTATION
     done = {"attention": ATTN_IMPLEMENTATION, "varlen_kernel": _VARLEN_ATTN is not None, "liger": False,
             "compiled_layers": 0}
+    if fuse_projections:
+        done.update(fuse_layer_projections(model))
     if liger:
         try:
             from liger_kernel.transformers import _apply_liger_kernel_to_instance

@@ -221,8 +221,9 @@ def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
 
 
 @needs_cuda
-@pytest.mark.parametrize("liger", [False, True])
-def test_compiled_fast_path_trains_like_eager_cuda(liger):
+@pytest.mark.parametrize("liger, fuse", [(False, False), (True, False), (False, True)])
+def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse):
+    """The compiled layers (with Liger kernels, or with fused projections) against the eager fast path."""
     if liger:
         pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
     feats = examples(6, seed=3)
@@ -230,7 +231,8 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger):
     losses = []
     for compile_layers in (False, True):
         model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16).train()  # flash varlen: bf16/fp16 only
-        prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers)
+        prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers,
+                           fuse_projections=fuse and compile_layers)
         loss, _ = answer_only_loss(model, batch)
         loss.backward()
         losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
@@ -259,3 +261,39 @@ def test_fused_cross_entropy_with_float32_weights_under_bf16_autocast_cuda():
     torch.testing.assert_close(fused.float(), ref, rtol=2e-3, atol=1e-2)
     torch.testing.assert_close(grad, w.grad, rtol=5e-2, atol=5e-3)
 
+
+
+def _llama_tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    return LlamaForCausalLM(LlamaConfig(**TINY, attention_bias=False)).eval()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])  # q/k/v with biases (Qwen2), without (Llama / SmolLM2)
+def test_fused_projections_give_the_same_loss_and_gradients(family):
+    """One matmul for q/k/v and one for gate/up: same parameters, same loss and every parameter's gradient as the
+    separate projections (float32, CPU, packed rows)."""
+    from recipes.sft.fast_path import fuse_layer_projections
+
+    batch = PackedCollator()(examples(5, seed=4))
+    results = []
+    for fuse in (False, True):
+        model = (tiny_model() if family == "qwen2" else _llama_tiny()).train()
+        done = prepare_fast_model(model, fuse_projections=fuse)
+        assert done.get("fused_qkv", 0) == done.get("fused_gate_up", 0) == (2 if fuse else 0)
+        loss, _ = answer_only_loss(model, batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    assert set(g1) == set(g0) and any("k_proj" in n for n in g1)  # the parameters stay separate: same state dict
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6, msg=name)
+    # a model with a KV cache (generation) takes the model's own attention forward
+    model = tiny_model() if family == "qwen2" else _llama_tiny()
+    fuse_layer_projections(model)
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        cached = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert cached.shape == (1, 7)
