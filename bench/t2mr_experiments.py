@@ -166,8 +166,8 @@ def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
 
 
 def selection_score(t2mr: dict) -> float:
-    """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams) of a
-    music3m-t2mr result (its t2mr.json)."""
+    """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams: 4, 16
+    and every beam saved) of a music3m-t2mr result (its t2mr.json)."""
     systems = t2mr["systems"]
     values = [s.get("P@10 unseen") if s.get("P@10 unseen") is not None else s["metrics"]["P@10"]
               for s in systems.values()]
@@ -209,7 +209,7 @@ def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[f
         subprocess.run([sys.executable, "-m", "eval.t2mr", "--run_dir", run_dir, "--playlists",
                         _fill(val_plan["sets"][set_name], {"run_dir": run_dir}),
                         "--generations", f"{run['name']}={gen}", "--baselines", "none", "--unimodal", "false",
-                        "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4",
+                        "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4", "16",
                         "--out_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
         doc = json.loads((out / "t2mr.json").read_text())
         scores[run["name"]] = (selection_score(doc), int(doc["queries"]["queries"]))
