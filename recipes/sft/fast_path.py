@@ -189,6 +189,12 @@ def fuse_layer_projections(model) -> dict:
     return done
 
 
+def has_fused_projections(model) -> bool:
+    """Whether fuse_layer_projections changed any module of `model`."""
+    return any(getattr(m.forward, "__func__", None) in (fused_qkv_forward, fused_gate_up_forward)
+               for m in model.modules())
+
+
 def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
                        fuse_projections: bool = False) -> dict:
     """Switch `model` to the packed varlen attention; optional fused projections, Liger kernels and per-layer
@@ -293,6 +299,10 @@ class FastSFTTrainer(SFTTrainer):
             raise ValueError("fast_path_fused_ce does not work with DeepSpeed ZeRO-3: the LM head's weight is "
                              "partitioned outside the head's own forward; use ZeRO-2 or DDP, or fast_path_fused_ce: "
                              "false")
+        if plugin is not None and plugin.zero_stage == 3 and has_fused_projections(self.model):
+            raise ValueError("fast_path_fuse_projections does not work with DeepSpeed ZeRO-3: the fused matmul reads "
+                             "the projections' weights outside their own forward, where ZeRO-3 gathers them; use "
+                             "ZeRO-2 or DDP, or fast_path_fuse_projections: false")
         if self.args.logging_nan_inf_filter:
             # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
             # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs

@@ -275,7 +275,7 @@ def _llama_tiny():
 def test_fused_projections_give_the_same_loss_and_gradients(family):
     """One matmul for q/k/v and one for gate/up: same parameters, same loss and every parameter's gradient as the
     separate projections (float32, CPU, packed rows)."""
-    from recipes.sft.fast_path import fuse_layer_projections
+    from recipes.sft.fast_path import fuse_layer_projections, has_fused_projections
 
     batch = PackedCollator()(examples(5, seed=4))
     results = []
@@ -293,7 +293,9 @@ def test_fused_projections_give_the_same_loss_and_gradients(family):
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6, msg=name)
     # a model with a KV cache (generation) takes the model's own attention forward
     model = tiny_model() if family == "qwen2" else _llama_tiny()
+    assert not has_fused_projections(model)
     fuse_layer_projections(model)
+    assert has_fused_projections(model)  # what the trainer checks before refusing DeepSpeed ZeRO-3
     ids = torch.tensor([[3, 5, 7, 9]])
     with torch.no_grad():
         cached = model.generate(ids, max_new_tokens=3, do_sample=False)
