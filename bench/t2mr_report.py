@@ -196,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
             f"`{selection['best']}` (validation score per run: "
             + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) +
             f").\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
-            f"## Evaluation playlists (reported once)\n\nThe setting chosen on validation: {choice['ranking']} ranking, "
-            f"{choice['beams']} beams, {choice['weights']} weights ({choice['label']}).\n\n{table}\n\n"
+            f"## Evaluation playlists (reported once)\n\nThe setting chosen on validation: "
+            f"{choice['ranking']} ranking, {choice['beams']} beams, {choice['weights']} weights "
+            f"({choice['label']}).\n\n{table}\n\n"
             f"Retrieval ceilings and diagnostics:\n\n{ceilings}\n")
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(text)
