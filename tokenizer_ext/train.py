@@ -4,7 +4,8 @@
 
 Splits the tracks by track hash, trains each modality's quantizer on its present training rows (or one joint
 quantizer on all of them; a checkpoint with unchanged settings and inputs is reused, so a killed run resumes with
-its finished modalities and retrains the one it was training), then encodes every track into the token database.
+its finished modalities and retrains the one it was training; `grouped: true` also keeps its state every 10 epochs
+and resumes mid-training), then encodes every track into the token database.
 FusID's co-occurrence pairs come only from the training playlists and training tracks.
 """
 
@@ -29,6 +30,7 @@ from tokenizer_ext.quantizers.base import JOINT_QUANTIZERS, QUANTIZERS, Modality
 from tokenizer_ext.quantizers.joint import cooccurrence_pairs, training_playlists
 from tokenizer_ext.tokenizer import JointTokenizer, MusicTokenizer, build_joint_quantizer, build_quantizer
 
+GROUPED_STATE = "grouped_state.pt"  # grouped training's state between epochs, removed when the run ends
 CHECKPOINT_RECORD = "checkpoint.json"  # inside <MOD>/, written last: its presence means the checkpoint is complete
 LOG_FILE = "train_log.jsonl"
 
@@ -156,7 +158,8 @@ def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: Emb
                       shapes={m: (record["train"], record["dim"]) for m, (_, record) in jobs.items()},
                       x_val={m: load for m, ((_, load), _) in jobs.items()},
                       log={m: _progress_logger(fh, bar, histories[m], m) for m in jobs},
-                      data_dtype=cfg.grouped_data_dtype, matmul_dtype=cfg.matmul_dtype())
+                      data_dtype=cfg.grouped_data_dtype, matmul_dtype=cfg.matmul_dtype(),
+                      state_path=out_dir / GROUPED_STATE)  # every 10 epochs: a killed run resumes mid-training
     seconds = time.time() - t0
     for m, (_, record) in jobs.items():
         results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "grouped": True}, histories[m], seconds,

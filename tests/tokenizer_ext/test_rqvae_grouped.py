@@ -212,3 +212,47 @@ def test_weight_gradients_come_out_in_the_parameters_layout(dtype):
     copies = [e.input_shapes[0] for e in prof.events()
               if e.name in ("aten::copy_", "aten::clone") and e.input_shapes and e.input_shapes[0] in shapes]
     assert len(copies) == (0 if dtype == torch.float32 else len(shapes))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs: the optimizer state is restored in place (no GPU here)"))])
+def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_uninterrupted_run(tmp_path, device):
+    dims, rows = {"A": 300, "C": 24, "D": 9}, {"A": 256, "C": 200, "D": 130}
+    x = {m: _clustered(rows[m], d, i) for i, (m, d) in enumerate(dims.items())}
+    kw = dict(codebook_sizes=(4, 8), hidden_dims=(32, 16), d_z=8, batch_size=64, epochs=6, lr=3e-3, seed=0,
+              kmeans_init_iters=5, device=device, standardize=True)
+    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-4, atol=1e-5)  # GPU kernels: bitwise not promised
+    state = tmp_path / "grouped_state.pt"
+
+    def fit(kill_at=None):
+        quantizers, logs = {m: RQVAEQuantizer(**kw) for m in dims}, {m: [] for m in dims}
+
+        def logger(m):
+            def log(record):
+                if record["epoch"] == kill_at and m == "D":
+                    raise KeyboardInterrupt  # killed after epoch 5's weights, before its state could be written
+                logs[m].append(record)
+            return log
+        train_grouped(quantizers, x, log={m: logger(m) for m in dims}, state_path=state, state_every=2)
+        return quantizers, logs
+
+    whole, whole_logs = fit()
+    assert not state.exists()  # removed once the run is done
+    with pytest.raises(KeyboardInterrupt):
+        fit(kill_at=5)
+    saved = torch.load(state, weights_only=False, map_location="cpu")
+    assert saved["epoch"] == 4  # the last state written before the kill
+    resumed, resumed_logs = fit()
+    assert [r["epoch"] for r in resumed_logs["A"]] == list(range(1, 7))
+    if device == "cpu":
+        assert resumed_logs == whole_logs
+    for m in dims:
+        for (name, a), b in zip(whole[m].model.state_dict().items(), resumed[m].model.state_dict().values()):
+            torch.testing.assert_close(b, a, **tol, msg=f"{m} {name}")
+    # a state saved by other settings (here with shifted weights) is not used
+    shifted = [{**t, "model": {k: v + 1 if v.is_floating_point() else v for k, v in t["model"].items()}}
+               for t in saved["trainers"]]
+    torch.save({**saved, "trainers": shifted, "key": {**saved["key"], "data_dtype": "bfloat16"}}, state)
+    again, _ = fit()
+    torch.testing.assert_close(again["A"].model.state_dict()["encoder.0.weight"],
+                               whole["A"].model.state_dict()["encoder.0.weight"], **tol)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -265,6 +266,30 @@ class GroupTrainer:
             self.steps_since_read += self.k
             yield self.k
 
+    def state(self) -> dict:
+        """What a resumed run needs, read between epochs: the stacked weights, the optimizer and the shuffles'
+        generator."""
+        if self.stream is not None:
+            torch.cuda.current_stream().wait_stream(self.stream)
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore state() in place: a captured CUDA graph keeps the addresses of these tensors."""
+        with torch.no_grad():
+            self.model.load_state_dict(state["model"])  # copies into the existing parameters and buffers
+            params = [p for group in self.opt.param_groups for p in group["params"]]
+            if params and all(self.opt.state.get(p) for p in params):  # captured: the moments exist already
+                for i, p in enumerate(params):
+                    for key, value in state["opt"]["state"][i].items():
+                        if torch.is_tensor(self.opt.state[p][key]):
+                            self.opt.state[p][key].copy_(value)
+                        else:
+                            self.opt.state[p][key] = value
+            else:
+                self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+
     def reset_stats(self) -> None:
         self.loss_sum.zero_()
         for usage in self.usage:
@@ -322,7 +347,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
                   shapes: dict[str, tuple[int, int]] | None = None,
                   x_val: dict[str, Rows] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
                   fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256,
-                  matmul_dtype: str = "float32") -> None:
+                  matmul_dtype: str = "float32", state_path: str | Path | None = None, state_every: int = 10) -> None:
     """Train every quantizer's RQVAE on its rows, grouped by input width (see the module docstring).
 
     The quantizers share one configuration (batch, epochs, lr, ...; each keeps its own seed-derived weights and its
@@ -330,7 +355,10 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
     CUDA): torch.compile + CUDA graphs. data_dtype: the stored rows (bfloat16 halves the memory of wide inputs;
     the arithmetic is float32 unless matmuls are bf16). log[m] gets one record per epoch, like fit's (val_recon on
     the last epoch only). Rows may be loaders (`shapes` then gives each matrix's (rows, width)): one modality's rows
-    are on the host at a time, so the host never holds all nine matrices (1.6M x 4096 float32 is 26 GB each)."""
+    are on the host at a time, so the host never holds all nine matrices (1.6M x 4096 float32 is 26 GB each).
+    state_path: every `state_every` epochs the run's state (weights, optimizer, shuffles, the epoch records) is
+    written there; a run killed in between resumes from it with the same inputs and settings (log gets the saved
+    epochs' records again first), ending with the weights of an uninterrupted run; the file is removed at the end."""
     names = list(quantizers)
     first = quantizers[names[0]]
     shared = {k: v for k, v in first.settings.items() if k not in ("device",)}
@@ -383,18 +411,50 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
         return quantizers[m].reconstruction_mse(torch.as_tensor(np.ascontiguousarray(v, dtype=np.float32),
                                                                 device=device)) if len(v) else None
 
-    for epoch in range(1, s["epochs"] + 1):
+    key = {"settings": shared, "shapes": {m: tuple(shapes[m]) for m in names}, "data_dtype": data_dtype,
+           "matmul_dtype": matmul_dtype, "small_width": small_width}
+    records: dict[str, list[dict]] = {m: [] for m in names}
+    start = _resume(state_path, key, [tr for _, _, tr in trainers], records, device)
+    for m in names:  # the epochs of a resumed run, as they were logged before it was killed
+        for record in records[m]:
+            if log and m in log:
+                log[m](record)
+    for epoch in range(start, s["epochs"] + 1):
         run_epoch([tr for _, _, tr in trainers])  # each group on its stream, replays queued in turn: concurrent
         for group, models, tr in trainers:
             last = epoch == s["epochs"]
             if last:
                 tr.model.unstack_into(models)
             for m, record in zip(group, tr.read_stats()):
-                record["val_recon"] = val_recon(m) if last else None
+                record = {"epoch": epoch, **record, "val_recon": val_recon(m) if last else None}
+                records[m].append(record)
                 if log and m in log:
-                    log[m]({"epoch": epoch, **record})
+                    log[m](record)
+        if state_path and epoch % state_every == 0 and epoch < s["epochs"]:
+            tmp = Path(state_path).with_suffix(".tmp")  # replaced in one step: a kill while writing keeps the last
+            torch.save({"key": key, "epoch": epoch, "records": records,
+                        "trainers": [tr.state() for _, _, tr in trainers]}, tmp)
+            tmp.replace(state_path)
+    if state_path:
+        Path(state_path).unlink(missing_ok=True)
     for _group, models, tr in trainers:
         if s["epochs"] < 1:
             tr.model.unstack_into(models)
         for model in models:
             model.eval()
+
+
+def _resume(state_path: str | Path | None, key: dict, trainers: list[GroupTrainer], records: dict[str, list[dict]],
+            device: torch.device) -> int:
+    """Load a saved state of the same run (same key) into the trainers and records -> the first epoch to train."""
+    if not state_path or not Path(state_path).exists():
+        return 1
+    saved = torch.load(state_path, map_location=device, weights_only=False)
+    if saved.get("key") != key:
+        print(f"{state_path}: saved by a run with other inputs or settings; training from the start", flush=True)
+        return 1
+    for tr, state in zip(trainers, saved["trainers"]):
+        tr.load_state(state)
+    records.update(saved["records"])
+    print(f"{state_path}: resuming after epoch {saved['epoch']}", flush=True)
+    return saved["epoch"] + 1
