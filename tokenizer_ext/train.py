@@ -159,7 +159,8 @@ def train_modalities_grouped(modalities: list[str], cfg: TrainConfig, store: Emb
                       x_val={m: load for m, ((_, load), _) in jobs.items()},
                       log={m: _progress_logger(fh, bar, histories[m], m) for m in jobs},
                       data_dtype=cfg.grouped_data_dtype, matmul_dtype=cfg.matmul_dtype(),
-                      state_path=out_dir / GROUPED_STATE)  # every 10 epochs: a killed run resumes mid-training
+                      state_path=out_dir / GROUPED_STATE,  # every 10 epochs: a killed run resumes mid-training
+                      state_key={m: record["settings"] for m, (_, record) in jobs.items()})
     seconds = time.time() - t0
     for m, (_, record) in jobs.items():
         results[m] = (quantizers[m], _save_trained(quantizers[m], {**record, "grouped": True}, histories[m], seconds,

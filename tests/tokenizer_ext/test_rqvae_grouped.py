@@ -224,7 +224,7 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
     tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-4, atol=1e-5)  # GPU kernels: bitwise not promised
     state = tmp_path / "grouped_state.pt"
 
-    def fit(kill_at=None):
+    def fit(kill_at=None, inputs="v1"):
         quantizers, logs = {m: RQVAEQuantizer(**kw) for m in dims}, {m: [] for m in dims}
 
         def logger(m):
@@ -233,7 +233,8 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
                     raise KeyboardInterrupt  # killed after epoch 5's weights, before its state could be written
                 logs[m].append(record)
             return log
-        train_grouped(quantizers, x, log={m: logger(m) for m in dims}, state_path=state, state_every=2)
+        train_grouped(quantizers, x, log={m: logger(m) for m in dims}, state_path=state, state_every=2,
+                      state_key={m: f"embeddings of {m}, {inputs}" for m in dims})
         return quantizers, logs
 
     whole, whole_logs = fit()
@@ -252,7 +253,8 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
     # a state saved by other settings (here with shifted weights) is not used
     shifted = [{**t, "model": {k: v + 1 if v.is_floating_point() else v for k, v in t["model"].items()}}
                for t in saved["trainers"]]
-    torch.save({**saved, "trainers": shifted, "key": {**saved["key"], "data_dtype": "bfloat16"}}, state)
-    again, _ = fit()
-    torch.testing.assert_close(again["A"].model.state_dict()["encoder.0.weight"],
-                               whole["A"].model.state_dict()["encoder.0.weight"], **tol)
+    for other, inputs in (({"data_dtype": "bfloat16"}, "v1"), ({}, "v2")):  # other settings; other embeddings
+        torch.save({**saved, "trainers": shifted, "key": {**saved["key"], **other}}, state)
+        again, _ = fit(inputs=inputs)
+        torch.testing.assert_close(again["A"].model.state_dict()["encoder.0.weight"],
+                                   whole["A"].model.state_dict()["encoder.0.weight"], **tol)

@@ -347,7 +347,8 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
                   shapes: dict[str, tuple[int, int]] | None = None,
                   x_val: dict[str, Rows] | None = None, log: dict[str, Callable[[dict], None]] | None = None,
                   fast: bool | None = None, data_dtype: str = "float32", small_width: int = 256,
-                  matmul_dtype: str = "float32", state_path: str | Path | None = None, state_every: int = 10) -> None:
+                  matmul_dtype: str = "float32", state_path: str | Path | None = None, state_every: int = 10,
+                  state_key: dict | None = None) -> None:
     """Train every quantizer's RQVAE on its rows, grouped by input width (see the module docstring).
 
     The quantizers share one configuration (batch, epochs, lr, ...; each keeps its own seed-derived weights and its
@@ -358,7 +359,9 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
     are on the host at a time, so the host never holds all nine matrices (1.6M x 4096 float32 is 26 GB each).
     state_path: every `state_every` epochs the run's state (weights, optimizer, shuffles, the epoch records) is
     written there; a run killed in between resumes from it with the same inputs and settings (log gets the saved
-    epochs' records again first), ending with the weights of an uninterrupted run; the file is removed at the end."""
+    epochs' records again first), ending with the weights of an uninterrupted run; the file is removed at the end.
+    state_key: what else identifies the inputs (the caller's fingerprint of each modality's embeddings); a state
+    saved under another key or other settings is not used."""
     names = list(quantizers)
     first = quantizers[names[0]]
     shared = {k: v for k, v in first.settings.items() if k not in ("device",)}
@@ -412,7 +415,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
                                                                 device=device)) if len(v) else None
 
     key = {"settings": shared, "shapes": {m: tuple(shapes[m]) for m in names}, "data_dtype": data_dtype,
-           "matmul_dtype": matmul_dtype, "small_width": small_width}
+           "matmul_dtype": matmul_dtype, "small_width": small_width, "inputs": state_key}
     records: dict[str, list[dict]] = {m: [] for m in names}
     start = _resume(state_path, key, [tr for _, _, tr in trainers], records, device)
     for m in names:  # the epochs of a resumed run, as they were logged before it was killed
