@@ -4,8 +4,8 @@
     varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
     FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
                         normalisation, no host sync per step
-    prepare_fast_model  switches the attention, optional fused q/k/v and gate/up projections, Liger kernels and
-                        per-layer torch.compile
+    prepare_fast_model  switches the attention, optional fused q/k/v and gate/up projections, float8 matmuls
+                        (torchao), Liger kernels and per-layer torch.compile
 Examples per optimizer step, sampler order and learning-rate schedule are those of the stock path.
 """
 
@@ -137,6 +137,20 @@ def _rotary(module):
     return getattr(sys.modules.get(type(module).__module__), "apply_rotary_pos_emb", None)
 
 
+def _concatenated_linear(x: torch.Tensor, projs) -> torch.Tensor:
+    """x @ [W_1; W_2; ...].T (+ the biases): one GEMM for several projections of the same input. When the
+    projections were converted to float8 (torchao's Float8Linear), the fused GEMM runs in float8 with the same
+    scaling recipe, one scale over the concatenated weight."""
+    weight = torch.cat([p.weight for p in projs])
+    bias = torch.cat([p.bias for p in projs]) if projs[0].bias is not None else None
+    if not hasattr(projs[0], "linear_mm_config"):
+        return F.linear(x, weight, bias)
+    from torchao.float8.float8_linear import matmul_with_hp_or_float8_args
+
+    out = matmul_with_hp_or_float8_args.apply(x, weight.t(), projs[0].linear_mm_config, projs[0].config)
+    return out if bias is None else out + bias.to(out.dtype)
+
+
 def fused_qkv_forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None,
                       **kwargs):
     """The attention forward of Llama / Qwen2-style models with q, k and v as one matmul over the three weights
@@ -145,8 +159,7 @@ def fused_qkv_forward(self, hidden_states, position_embeddings=None, attention_m
     if past_key_values is not None:
         return type(self).forward(self, hidden_states, position_embeddings, attention_mask, past_key_values, **kwargs)
     projs = (self.q_proj, self.k_proj, self.v_proj)
-    bias = torch.cat([p.bias for p in projs]) if self.q_proj.bias is not None else None
-    qkv = F.linear(hidden_states, torch.cat([p.weight for p in projs]), bias)
+    qkv = _concatenated_linear(hidden_states, projs)
     shape = (*hidden_states.shape[:-1], -1, self.head_dim)
     q, k, v = (t.view(shape).transpose(1, 2) for t in qkv.split([p.out_features for p in projs], dim=-1))
     cos, sin = position_embeddings
@@ -157,7 +170,7 @@ def fused_qkv_forward(self, hidden_states, position_embeddings=None, attention_m
 
 def fused_gate_up_forward(self, x):
     """The gated MLP forward with the gate and up projections as one matmul over their concatenated weights."""
-    gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+    gate, up = _concatenated_linear(x, (self.gate_proj, self.up_proj)).chunk(2, dim=-1)
     return self.down_proj(self.act_fn(gate) * up)
 
 
@@ -195,14 +208,36 @@ def has_fused_projections(model) -> bool:
                for m in model.modules())
 
 
+def convert_layers_to_float8(model) -> int:
+    """The decoder layers' linear layers compute in float8 (torchao's Float8Linear: dynamic tensor-wise scales, e4m3
+    forward, e5m2 gradients; weights, gradients and optimizer state keep their dtype, the state dict its keys) ->
+    how many were converted. The embeddings and the LM head stay as they are, and so does any layer whose sizes are
+    not multiples of 16 (what float8 GEMMs need). Needs torchao; fast on GPUs with float8 tensor cores (H100, H200)."""
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as e:
+        raise ImportError("fast_path_fp8 needs torchao (requirements.txt pins it)") from e
+
+    def sized(module, _name) -> bool:
+        return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+    # a packed row has any number of tokens, the inner dimension of the weight-gradient GEMM: padded to 16 there
+    config = Float8LinearConfig(pad_inner_dim=True)
+    for layer in decoder_layers(model):
+        convert_to_float8_training(layer, module_filter_fn=sized, config=config)
+    return sum(hasattr(m, "linear_mm_config") for layer in decoder_layers(model) for m in layer.modules())
+
+
 def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
-                       fuse_projections: bool = False) -> dict:
-    """Switch `model` to the packed varlen attention; optional fused projections, Liger kernels and per-layer
-    compile -> what was done."""
+                       fuse_projections: bool = False, fp8: bool = False) -> dict:
+    """Switch `model` to the packed varlen attention; optional fused projections, float8 matmuls, Liger kernels
+    and per-layer compile -> what was done."""
     register_varlen_attention()
     model.config._attn_implementation = ATTN_IMPLEMENTATION
     done = {"attention": ATTN_IMPLEMENTATION, "varlen_kernel": _VARLEN_ATTN is not None, "liger": False,
             "compiled_layers": 0}
+    if fp8:
+        done["float8_linears"] = convert_layers_to_float8(model)
     if fuse_projections:
         done.update(fuse_layer_projections(model))
     if liger:

@@ -221,9 +221,11 @@ def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
 
 
 @needs_cuda
-@pytest.mark.parametrize("liger, fuse", [(False, False), (True, False), (False, True)])
-def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse):
-    """The compiled layers (with Liger kernels, or with fused projections) against the eager fast path."""
+@pytest.mark.parametrize("liger, fuse, fp8", [(False, False, False), (True, False, False), (False, True, False),
+                                             (False, True, True)])
+def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8):
+    """The compiled layers (with Liger kernels, with fused projections, or fused and in float8) against the eager
+    fast path in bf16."""
     if liger:
         pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
     feats = examples(6, seed=3)
@@ -232,7 +234,7 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse):
     for compile_layers in (False, True):
         model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16).train()  # flash varlen: bf16/fp16 only
         prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers,
-                           fuse_projections=fuse and compile_layers)
+                           fuse_projections=fuse and compile_layers, fp8=fp8 and compile_layers)
         loss, _ = answer_only_loss(model, batch)
         loss.backward()
         losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
@@ -300,3 +302,48 @@ def test_fused_projections_give_the_same_loss_and_gradients(family):
     with torch.no_grad():
         cached = model.generate(ids, max_new_tokens=3, do_sample=False)
     assert cached.shape == (1, 7)
+
+
+def test_float8_layers_train_close_to_float32_and_fused_matmuls_run_in_float8(monkeypatch):
+    """fast_path_fp8: every decoder linear becomes torchao's Float8Linear (state dict keys unchanged), the loss and
+    gradients stay close to float32, and the fused q/k/v and gate/up matmuls run through the float8 matmul too."""
+    import torchao.float8.float8_linear as f8
+
+    calls = []
+    matmul = f8.matmul_with_hp_or_float8_args
+
+    class Counting:
+        @staticmethod
+        def apply(x, weight_t, *args):
+            calls.append(tuple(weight_t.shape))
+            return matmul.apply(x, weight_t, *args)
+
+    monkeypatch.setattr(f8, "matmul_with_hp_or_float8_args", Counting)
+    batch = PackedCollator()(examples(5, seed=4))
+    results, keys, matmuls = {}, {}, {}
+    for fuse, fp8 in ((False, False), (False, True), (True, True)):
+        model = tiny_model().train()
+        done = prepare_fast_model(model, fuse_projections=fuse, fp8=fp8)
+        assert done.get("float8_linears", 0) == (14 if fp8 else 0)  # 2 layers x q, k, v, o, gate, up, down
+        assert not hasattr(model.lm_head, "linear_mm_config")     # the head and embeddings stay as they are
+        # CUDA float8 GEMMs need inner dims divisible by 16; a packed row's token count (the weight gradient's inner
+        # dim, 111 here) is not, so the layers pad it (the CPU matmul has no such limit)
+        assert all(m.config.pad_inner_dim for m in model.modules() if hasattr(m, "linear_mm_config"))
+        calls.clear()
+        loss, _ = answer_only_loss(model, batch)
+        loss.backward()
+        matmuls[fuse, fp8] = list(calls)
+        results[fuse, fp8] = (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()})
+        keys[fuse, fp8] = set(model.state_dict())
+    assert matmuls[False, False] == []
+    assert len(matmuls[False, True]) == 14
+    # fused: q/k/v [64, 64+32+32] and gate/up [64, 2 x 128] as one float8 matmul each, then o and down, per layer
+    assert matmuls[True, True] == [(64, 128), (64, 64), (64, 256), (128, 64)] * 2
+    ref_loss, ref_grads = results[False, False]
+    for variant in ((False, True), (True, True)):
+        loss, grads = results[variant]
+        assert keys[variant] == keys[False, False]
+        assert 1e-5 < abs(loss - ref_loss) / ref_loss < 2e-2, (variant, loss, ref_loss)
+        for name, g in ref_grads.items():
+            cos = F.cosine_similarity(grads[name].flatten(), g.flatten(), dim=0).item()
+            assert cos > 0.95, (variant, name, cos)

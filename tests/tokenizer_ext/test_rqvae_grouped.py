@@ -214,6 +214,13 @@ def test_weight_gradients_come_out_in_the_parameters_layout(dtype):
     assert len(copies) == (0 if dtype == torch.float32 else len(shapes))
 
 
+def _max_weight_diff(a: dict, b: dict) -> float:
+    """Largest absolute difference between two fits' weights, over every modality's floating-point tensors."""
+    return max((x - y).abs().max().item() for m in a
+               for x, y in zip(a[m].model.state_dict().values(), b[m].model.state_dict().values())
+               if torch.is_tensor(x) and x.is_floating_point())
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA graphs: the optimizer state is restored in place (no GPU here)"))])
 def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_uninterrupted_run(tmp_path, device):
@@ -221,7 +228,6 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
     x = {m: _clustered(rows[m], d, i) for i, (m, d) in enumerate(dims.items())}
     kw = dict(codebook_sizes=(4, 8), hidden_dims=(32, 16), d_z=8, batch_size=64, epochs=6, lr=3e-3, seed=0,
               kmeans_init_iters=5, device=device, standardize=True)
-    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-4, atol=1e-5)  # GPU kernels: bitwise not promised
     state = tmp_path / "grouped_state.pt"
 
     def fit(kill_at=None, inputs="v1"):
@@ -239,6 +245,8 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
 
     whole, whole_logs = fit()
     assert not state.exists()  # removed once the run is done
+    # GPU kernels (atomic adds) differ between two uninterrupted runs: their difference is the yardstick there
+    noise = 0.0 if device == "cpu" else _max_weight_diff(fit()[0], whole)
     with pytest.raises(KeyboardInterrupt):
         fit(kill_at=5)
     saved = torch.load(state, weights_only=False, map_location="cpu")
@@ -247,9 +255,11 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
     assert [r["epoch"] for r in resumed_logs["A"]] == list(range(1, 7))
     if device == "cpu":
         assert resumed_logs == whole_logs
-    for m in dims:
-        for (name, a), b in zip(whole[m].model.state_dict().items(), resumed[m].model.state_dict().values()):
-            torch.testing.assert_close(b, a, **tol, msg=f"{m} {name}")
+    for m in dims:  # bitwise on the CPU; on a GPU as close as a second uninterrupted run (an H200: 0.011 vs 0.013)
+        for got, want in zip(resumed_logs[m], whole_logs[m]):
+            assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=0), (m, got, want)
+    tol = dict(rtol=0, atol=2 * noise)
+    assert _max_weight_diff(resumed, whole) <= tol["atol"]
     # a state saved by other settings (here with shifted weights) is not used
     shifted = [{**t, "model": {k: v + 1 if v.is_floating_point() else v for k, v in t["model"].items()}}
                for t in saved["trainers"]]

@@ -288,7 +288,7 @@ class GroupTrainer:
                             self.opt.state[p][key] = value
             else:
                 self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
+        self.gen.set_state(state["gen"].cpu())  # a generator's state is a CPU tensor, also for a CUDA generator
 
     def reset_stats(self) -> None:
         self.loss_sum.zero_()
