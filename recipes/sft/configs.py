@@ -54,8 +54,9 @@ class SFTScriptArguments:
                 "and maths, fewer and larger GEMMs; Llama / Qwen2-style layers)"})
     fast_path_fp8: bool = field(default=False, metadata={
         "help": "fast path: the decoder layers' linear layers compute in float8 (torchao Float8Linear, dynamic "
-                "tensor-wise scales; weights and optimizer keep their dtype). For GPUs with float8 tensor cores "
-                "(H100/H200); with fast_path_fuse_projections the fused matmuls run in float8 too"})
+                "tensor-wise scales; weights and optimizer keep their dtype). For GPUs with float8 tensor cores; "
+                "with fast_path_fuse_projections the fused matmuls run in float8 too. Slower at the Qwen2.5-1.5B "
+                "shape on an H200 (46.9k vs 54.5k tokens/s, docs/performance.md), so off in the recipes"})
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})
