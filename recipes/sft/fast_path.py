@@ -212,7 +212,8 @@ def convert_layers_to_float8(model) -> int:
     """The decoder layers' linear layers compute in float8 (torchao's Float8Linear: dynamic tensor-wise scales, e4m3
     forward, e5m2 gradients; weights, gradients and optimizer state keep their dtype, the state dict its keys) ->
     how many were converted. The embeddings and the LM head stay as they are, and so does any layer whose sizes are
-    not multiples of 16 (what float8 GEMMs need). Needs torchao; fast on GPUs with float8 tensor cores (H100, H200)."""
+    not multiples of 16 (what float8 GEMMs need). Needs torchao and, for speed, float8 tensor cores (H100, H200); at
+    the Qwen2.5-1.5B shape on an H200 it was slower than bf16 (docs/performance.md, eighth session)."""
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
