@@ -5,14 +5,15 @@
     python -m bench.t2mr_codes --run_dir runs/spotify_bench --tokenizers rqvae \
         --generations runs/t2mr_eval_r5/3MTokenRec/t2mr_eval/generations_3MTokenRec.json --request "This Is Janelle"
     python -m bench.t2mr_codes --run_dir runs/spotify_val --tokenizers rqvae rqvae_cb256 --quality true
+    python -m bench.t2mr_codes --run_dir runs/spotify_val --tokenizers rqvae kmeans --quality true --group_by album
 
 Hierarchical matching ranks the catalog by shared code prefixes, so an artist request is answered well only when the
 artist's tracks share a prefix that few other tracks have. Table 1, per tokenizer and artist, for each level of the
 modality's code (BM by default): how many distinct prefixes the artist's tracks have, and how many of them sit in
 the prefix that holds most of them, out of how many catalog tracks. Table 2: the beams of one saved request, each
 resolved to its catalog track (artist, title, relevant or not). Table 3 (--quality), per tokenizer, no model: the
-retrieval ceilings on the playlists (the answer is one member's ID) and the same-artist P@10 of the ranking from a
-track's own ID, with all modalities and with the chosen modality alone.
+retrieval ceilings on the playlists (the answer is one member's ID) and the same-artist (or same-album, --group_by
+album) P@10 of the ranking from a track's own ID, with all modalities and with the chosen modality alone.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ class T2MRCodesConfig:
     playlists: str | None = field(default=None, metadata={
         "help": "playlists JSONL whose members are the relevant tracks (default RUN/splits/playlists_eval.jsonl)"})
     quality: bool = field(default=False, metadata={"help": "table 3: ceilings and same-artist P@k per tokenizer"})
+    group_by: str = field(default="artist", metadata={
+        "help": "table 3: what 'the same' means: artist, or album (an artist's album: albums of the same name by "
+                "different artists stay apart)", "choices": ["artist", "album"]})
     artist_sample: int = field(default=2000, metadata={
-        "help": "table 3: tracks (of artists with two or more) ranked from their own ID, a seeded sample; 0: all"})
+        "help": "table 3: tracks (of groups with two or more) ranked from their own ID, a seeded sample; 0: all"})
     k: int = field(default=10, metadata={"help": "ranking depth"})
     seed: int = field(default=0, metadata={"help": "the sample and the ceilings' random member"})
 
@@ -66,11 +70,21 @@ def artist_spread(db: TokenDB, artists: np.ndarray, artist: str, modality: str) 
     return out
 
 
-def artist_precision(index: HierarchicalIndex, artists: np.ndarray, rows: np.ndarray, k: int,
-                     weights: dict | None = None) -> float:
-    """Mean share of the k tracks ranked from a track's own ID (the track itself excluded) that have its artist."""
+def group_labels(by_id: dict, track_ids: list[str], group_by: str) -> np.ndarray:
+    """Per track, its group for table 3: the catalog's artist, or artist + album; "" where a field is empty."""
+    def label(row: dict) -> str:
+        if group_by == "artist":
+            return row["artist"] or ""
+        return f"{row['artist']}\t{row['album']}" if row["artist"] and row["album"] else ""
+    return np.asarray([label(by_id[t]) for t in track_ids], dtype=object)
+
+
+def same_group_precision(index: HierarchicalIndex, groups: np.ndarray, rows: np.ndarray, k: int,
+                         weights: dict | None = None) -> float:
+    """Mean share of the k tracks ranked from a track's own ID (the track itself excluded) in its group (artist or
+    album)."""
     ranked = index.rank_rows(rows, weights, k=k, exclude_self=True)
-    return float(np.mean(artists[ranked] == artists[rows][:, None]))
+    return float(np.mean(groups[ranked] == groups[rows][:, None]))
 
 
 def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> list[tuple[float, str | None]]:
@@ -85,20 +99,21 @@ def beam_tracks(db: TokenDB, beams: list[list[str]], logprobs: list[float]) -> l
 
 
 def quality_table(cfg: T2MRCodesConfig, tokenizers: dict, playlists: list, lists: str) -> None:
-    """Table 3: per tokenizer (name -> (TokenDB, artist per row)), the ceilings on `playlists` and same-artist P@k."""
-    print(f"\nTokenizers without a model ({lists}: {len(playlists)} playlists; same-artist P@{cfg.k}: ", end="")
+    """Table 3: per tokenizer (name -> (TokenDB, group per row)), the ceilings on `playlists` and same-group P@k."""
+    same = f"same-{cfg.group_by} P@{cfg.k}"
+    print(f"\nTokenizers without a model ({lists}: {len(playlists)} playlists; {same}: ", end="")
     header = True
-    for name, (db, artists) in tokenizers.items():
-        names, counts = np.unique(artists, return_counts=True)
+    for name, (db, groups) in tokenizers.items():
+        names, counts = np.unique(groups, return_counts=True)
         many = set(names[counts > 1]) - {""}
-        pool = np.flatnonzero([a in many for a in artists])
+        pool = np.flatnonzero([g in many for g in groups])
         rng = np.random.default_rng(cfg.seed)
         rows = pool if not cfg.artist_sample or cfg.artist_sample >= len(pool) else \
             np.sort(rng.choice(pool, cfg.artist_sample, replace=False))
         if header:
-            print(f"{len(rows):,} of the {len(pool):,} tracks whose artist has two or more, seed {cfg.seed})\n")
+            print(f"{len(rows):,} of the {len(pool):,} tracks whose {cfg.group_by} has two or more, seed {cfg.seed})\n")
             print(f"| tokenizer | {cfg.modality} codebooks | ceiling P@{cfg.k}: random / expected / best member | "
-                  f"same-artist P@{cfg.k}: all modalities / {cfg.modality} only |")
+                  f"{same}: all modalities / {cfg.modality} only |")
             print("|---|---|---|---|")
             header = False
         index = HierarchicalIndex.from_token_db(db)
@@ -108,14 +123,14 @@ def quality_table(cfg: T2MRCodesConfig, tokenizers: dict, playlists: list, lists
         alone = {m: float(m == cfg.modality) for m in db.modalities}
         print(f"| {name} | {list(db.codebook_sizes[cfg.modality])} | {c['ceiling_random_member_P@10']:.4f} / "
               f"{c['ceiling_expected_member_P@10']:.4f} / {c['ceiling_best_member_P@10']:.4f} | "
-              f"{artist_precision(index, artists, rows, cfg.k):.4f} / "
-              f"{artist_precision(index, artists, rows, cfg.k, alone):.4f} |", flush=True)
+              f"{same_group_precision(index, groups, rows, cfg.k):.4f} / "
+              f"{same_group_precision(index, groups, rows, cfg.k, alone):.4f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(T2MRCodesConfig, argv)
     run = Path(cfg.run_dir)
-    catalog = pq.read_table(run / "catalog.parquet", columns=["track_id", "artist", "title"]).to_pylist()
+    catalog = pq.read_table(run / "catalog.parquet", columns=["track_id", "artist", "album", "title"]).to_pylist()
     by_id = {r["track_id"]: r for r in catalog}
     lists = cfg.playlists or str(run / "splits" / "playlists_eval.jsonl")
     playlists = read_playlists(lists) if cfg.quality or cfg.generations else []
@@ -124,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         db = TokenDB.load(run / "tokenizers" / name)
         tokenizers[name] = db, np.asarray([by_id[t]["artist"] or "" for t in db.track_ids], dtype=object)
     if cfg.quality:
-        quality_table(cfg, tokenizers, playlists, lists)
+        quality_table(cfg, {name: (db, group_labels(by_id, db.track_ids, cfg.group_by))
+                            for name, (db, _) in tokenizers.items()}, playlists, lists)
     gen = json.loads(Path(cfg.generations).read_text()) if cfg.generations else None
     for name, (db, artists) in tokenizers.items():
         if cfg.artists:
