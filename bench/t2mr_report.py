@@ -78,7 +78,7 @@ def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
     notes = {r["name"]: r.get("note", "") for r in plan["runs"]}
     for n in names:
         if n not in done:
-            lines.append(f"| {n} | {notes.get(n, '')} | not finished (stopped for the device budget) |" + " |" * 7)
+            lines.append(f"| {n} | {notes.get(n, '')} | no generations in {cfg.val_dir} |" + " |" * 7)
             continue
         eq = f"{n} w/o modality selection"
         agree = d[n]["level1_agreement"]
