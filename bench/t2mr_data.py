@@ -90,7 +90,10 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
                                     "test_fraction": 0.0, **held_out}),
                         # one request per track that names its album ("80s 100 Hits", "MTV Unplugged album", ...)
                         ("album", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 1,
-                                   "test_fraction": 0.0, **held_out})):
+                                   "test_fraction": 0.0, **held_out}),
+                        # one request per track with a year that names its decade or year ("80s hits", ...)
+                        ("era", {"mode": "template", "templates": "rich", "intents": "era", "num_queries": 1,
+                                 "test_fraction": 0.0, **held_out})):
         out = run / "dqt" / name
         if not (out / "dqt.parquet").exists():
             dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), **{"num_queries": cfg.num_queries, **extra}))

@@ -3,7 +3,8 @@
 Used by `music3m-dqt --mode template` (or `--mode mix`). Same intents and facts as the LLM prompt; the phrasing is drawn
 from the tables below, seeded by (seed, track, slot), and uses only fields the track has. Style `basic`: sentences
 from genre, era, tempo and key; style `rich`: also short playlist-style names ("70s hard rock", "chill vibes") from
-every tag (genre and subgenre), artist, year, mood words of the audio features and activities. The opt-in
+every tag (genre and subgenre), artist, year, the decade as people name it ("1980s", "80s", "80's", "eighties"), mood
+words of the audio features and activities. The opt-in
 intent `album` asks for the track's album by its name.
 """
 
@@ -99,6 +100,10 @@ def template_query(facts: TrackFacts, intent: str, slot: int, seed: int, style: 
         raise ValueError(f"template style must be one of {sorted(STYLES)}, got {style!r}")
     rng = random.Random(stable_hash("template", seed, facts.track_id, slot))
     slots = _slots(facts, rng) if style == "basic" else _rich_slots(facts, rng)
+    if style == "rich" and facts.decade_names:
+        # the decade as playlists name it ("80s hits", "eighties throwback"), from a generator of its own so that
+        # every other choice, and every request without a decade, stays what it was
+        slots["decade"] = random.Random(stable_hash("decade", seed, facts.track_id, slot)).choice(facts.decade_names)
     usable = [p for p in STYLES[style][intent] if _fillable(p, slots)]
     if not usable:  # the intent was chosen from available_intents, so only very sparse records get here
         usable = [p for p in ("play {title} by {artist}", "play {title}", "play {artist}") if _fillable(p, slots)]

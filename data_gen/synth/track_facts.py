@@ -56,6 +56,17 @@ class TrackFacts:
         return f"{self.year // 10 * 10}s" if self.year else None
 
     @property
+    def decade_names(self) -> tuple[str, ...]:
+        """How people name the decade: '1980s', "1980's", and for 1950-1999 also '80s', "80's" and 'eighties'."""
+        if not self.year:
+            return ()
+        start = self.year // 10 * 10
+        if not 1950 <= start <= 1990:
+            return self.decade, f"{start}'s"
+        return (self.decade, f"{start}'s", f"{start % 100}s", f"{start % 100}'s",
+                ("fifties", "sixties", "seventies", "eighties", "nineties")[(start - 1950) // 10])
+
+    @property
     def era(self) -> str | None:
         """'late 1990s' style wording of the release year."""
         if not self.year:

@@ -118,3 +118,20 @@ def test_album_requests_name_each_tracks_album(tmp_path):
     albums = {r["track_id"]: r["album"] for r in catalog}
     assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["rows"] == sum(map(bool, albums.values()))
     assert rows and all(r["intent"] == "album" and albums[r["track_id"]] in r["query"] for r in rows)
+
+
+def test_rich_requests_name_the_decade_as_playlists_do_and_change_nothing_else(monkeypatch):
+    forms = ("1980s", "1980's", "80s", "80's", "eighties")
+    assert FULL.decade_names == forms
+    assert TrackFacts(track_id="n", title="New", year=2004).decade_names == ("2000s", "2000's")
+    assert TrackFacts(track_id="o", title="Old", year=1962).decade_names[4] == "sixties"
+    grid = [(intent, slot) for intent in INTENTS for slot in range(40)]
+    spoken = {k: template_query(FULL, *k, seed=0, style="rich") for k in grid}
+    assert set(forms) <= {w for q in spoken.values() for w in q.split()}
+    basic = " ".join(template_query(FULL, *k, seed=0, style="basic") for k in grid)
+    assert "1980s" in basic and not set(forms[1:]) & set(basic.split())  # basic style as it was
+    # without the spoken forms (as before them), every rich request is the same but for the decade's wording
+    monkeypatch.setattr(TrackFacts, "decade_names", property(lambda self: ()))
+    for k, q in spoken.items():
+        long = template_query(FULL, *k, seed=0, style="rich")
+        assert q == long or " ".join("1980s" if w in forms else w for w in q.split()) == long, k
