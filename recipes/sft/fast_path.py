@@ -217,7 +217,7 @@ def convert_layers_to_float8(model) -> int:
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
-        raise ImportError("fast_path_fp8 needs torchao (requirements.txt pins it)") from e
+        raise ImportError("fast_path_fp8 needs torchao (requirements-gpu.txt pins it)") from e
 
     def sized(module, _name) -> bool:
         return isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0

@@ -308,7 +308,7 @@ def test_fused_projections_give_the_same_loss_and_gradients(family):
 def test_float8_layers_train_close_to_float32_and_fused_matmuls_run_in_float8(monkeypatch):
     """fast_path_fp8: every decoder linear becomes torchao's Float8Linear (state dict keys unchanged), the loss and
     gradients stay close to float32, and the fused q/k/v and gate/up matmuls run through the float8 matmul too."""
-    import torchao.float8.float8_linear as f8
+    f8 = pytest.importorskip("torchao.float8.float8_linear", reason="torchao not installed (requirements-gpu.txt)")
 
     calls = []
     matmul = f8.matmul_with_hp_or_float8_args
