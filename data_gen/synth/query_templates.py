@@ -3,9 +3,9 @@
 Used by `music3m-dqt --mode template` (or `--mode mix`). Same intents and facts as the LLM prompt; the phrasing is drawn
 from the tables below, seeded by (seed, track, slot), and uses only fields the track has. Style `basic`: sentences
 from genre, era, tempo and key; style `rich`: also short playlist-style names ("70s hard rock", "chill vibes") from
-every tag (genre and subgenre), artist, year, the decade as people name it ("1980s", "80s", "80's", "eighties"), mood
-words of the audio features and activities. The opt-in
-intent `album` asks for the track's album by its name.
+every tag (genre and subgenre), artist, year, the decade as people name it ("1980s", "1980's", "80s", "80's",
+"eighties"), mood words of the audio features and activities. The opt-in intent `album` asks for the track's album by
+its name.
 """
 
 from __future__ import annotations
