@@ -153,12 +153,13 @@ bench_gpu: bench_data
 	test ! -f runs/spotify_bench/dqt/basic/dqt.parquet || $(BIN)/python -m bench.sft_throughput \
 		--config recipes/SmolLM2-135M-Instruct/sft/config_spotify.yaml --token_db_dir runs/spotify_bench/tokenizers/rqvae \
 		--dqt_path runs/spotify_bench/dqt/basic/dqt.parquet --catalog_path runs/spotify_bench/catalog.parquet \
-		--new_token_init mean --steps 500 --warmup 10 --rows stock128,fast128_compile --out $(BENCH)/sft_smollm2.json
+		--new_token_init mean --steps 500 --warmup 10 --rows stock128,fast128_compile,fast128_compile_fused \
+		--out $(BENCH)/sft_smollm2.json
 	$(BIN)/python -m bench.rqvae_scale --tracks 1600000 --epochs_measured 2 --plain_steps 200 \
 		--variants float32:1,bfloat16:1,bfloat16:1:3 --profile_steps 10 --out $(BENCH)/rqvae_scale.json
 	if [ "$$($(BIN)/python -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then \
 		$(BIN)/python -m bench.sft_scaling --token_db_dir runs/spotify_bench/tokenizers/rqvae \
-			--dqt_path $(BENCH)/dqt/dqt.jsonl --out_dir $(BENCH)/scaling; fi
+			--dqt_path $(BENCH)/dqt/dqt.jsonl --rows stock128,fast128_compile_fused --out_dir $(BENCH)/scaling; fi
 
 clean:
 	rm -rf runs .pytest_cache
