@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizers = {}  # name -> (token DB, artist per row; "" where the catalog has none)
     for name in cfg.tokenizers:
         db = TokenDB.load(run / "tokenizers" / name)
-        tokenizers[name] = db, np.asarray([by_id[t]["artist"] or "" for t in db.track_ids], dtype=object)
+        tokenizers[name] = db, group_labels(by_id, db.track_ids, "artist")
     if cfg.quality:
         quality_table(cfg, {name: (db, group_labels(by_id, db.track_ids, cfg.group_by))
                             for name, (db, _) in tokenizers.items()}, playlists, lists)
