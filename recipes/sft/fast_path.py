@@ -229,10 +229,15 @@ def convert_layers_to_float8(model) -> int:
     return sum(hasattr(m, "linear_mm_config") for layer in decoder_layers(model) for m in layer.modules())
 
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
 def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
-                       fuse_projections: bool = False, fp8: bool = False) -> dict:
+                       fuse_projections: bool = False, fp8: bool = False, compile_mode: str = "default") -> dict:
     """Switch `model` to the packed varlen attention; optional fused projections, float8 matmuls, Liger kernels
-    and per-layer compile -> what was done."""
+    and per-layer compile (`compile_mode`, one of COMPILE_MODES) -> what was done."""
+    if compile_mode not in COMPILE_MODES:  # CUDA-graph modes would re-record for every new packed length
+        raise ValueError(f"fast_path_compile_mode={compile_mode!r}: expected one of {COMPILE_MODES}")
     register_varlen_attention()
     model.config._attn_implementation = ATTN_IMPLEMENTATION
     done = {"attention": ATTN_IMPLEMENTATION, "varlen_kernel": _VARLEN_ATTN is not None, "liger": False,
@@ -256,8 +261,9 @@ def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
         # one compiled graph serves all layers; the lengths change every step (automatic dynamic shapes after one)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         for layer in decoder_layers(model):
-            layer.compile()
+            layer.compile(mode=compile_mode)
         done["compiled_layers"] = len(decoder_layers(model))
+        done["compile_mode"] = compile_mode
     logger.info("fast path: %s", done)
     return done
 

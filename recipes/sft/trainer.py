@@ -112,7 +112,8 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     trainer_cls, extra = SFTTrainer, {}
     if script_args.fast_path:
         prepare_fast_model(model, compile_layers=script_args.fast_path_compile, liger=script_args.fast_path_liger,
-                           fuse_projections=script_args.fast_path_fuse_projections, fp8=script_args.fast_path_fp8)
+                           fuse_projections=script_args.fast_path_fuse_projections, fp8=script_args.fast_path_fp8,
+                           compile_mode=script_args.fast_path_compile_mode)
         trainer_cls, extra = FastSFTTrainer, {"fused_ce": script_args.fast_path_fused_ce}
     evaluate = training_args.eval_strategy != "no" and "test" in dataset
     return trainer_cls(model=model, args=training_args, train_dataset=train,

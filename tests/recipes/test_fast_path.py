@@ -222,11 +222,12 @@ def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
 
 
 @needs_cuda
-@pytest.mark.parametrize("liger, fuse, fp8", [(False, False, False), (True, False, False), (False, True, False),
-                                             (False, True, True)])
-def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8):
-    """The compiled layers (with Liger kernels, with fused projections, or fused and in float8) against the eager
-    fast path in bf16."""
+@pytest.mark.parametrize("liger, fuse, fp8, mode", [(False, False, False, "default"), (True, False, False, "default"),
+                                                   (False, True, False, "default"), (False, True, True, "default"),
+                                                   (False, True, False, "max-autotune-no-cudagraphs")])
+def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8, mode):
+    """The compiled layers (with Liger kernels, with fused projections, fused and in float8, or fused and autotuned)
+    against the eager fast path in bf16."""
     if liger:
         pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
     feats = examples(6, seed=3)
@@ -235,12 +236,25 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8):
     for compile_layers in (False, True):
         model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16).train()  # flash varlen: bf16/fp16 only
         prepare_fast_model(model, compile_layers=compile_layers, liger=liger and compile_layers,
-                           fuse_projections=fuse and compile_layers, fp8=fp8 and compile_layers)
+                           fuse_projections=fuse and compile_layers, fp8=fp8 and compile_layers, compile_mode=mode)
         loss, _ = answer_only_loss(model, batch)
         loss.backward()
         losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
     (l0, g0), (l1, g1) = losses
     assert abs(l0 - l1) < 2e-2 * l0 and abs(g0 - g1) < 5e-2 * g0, losses
+
+
+def test_compile_mode_is_checked_and_reaches_every_layers_compile(monkeypatch):
+    """A CUDA-graph mode (or a typo) is refused before anything changes; a valid one reaches every layer's compile."""
+    model = tiny_model()
+    with pytest.raises(ValueError, match="fast_path_compile_mode='reduce-overhead'"):
+        prepare_fast_model(model, compile_layers=True, compile_mode="reduce-overhead")
+    assert model.config._attn_implementation != ATTN_IMPLEMENTATION
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda fn, *a, **kw: modes.append(kw.get("mode")) or fn)
+    done = prepare_fast_model(model, compile_layers=True, compile_mode="max-autotune-no-cudagraphs")
+    assert modes == ["max-autotune-no-cudagraphs"] * TINY["num_hidden_layers"] == ["max-autotune-no-cudagraphs"] * 2
+    assert done["compile_mode"] == "max-autotune-no-cudagraphs"
 
 
 @needs_cuda
