@@ -81,6 +81,10 @@ t2mr_data: venv
 	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
 		--methods kmeans,rqkmeans
 	$(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv
+	# RQ-KMeans with a 1,024-code first level, the Spotify recipe's IDs (chosen on validation, docs/t2mr.md round 9)
+	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || \
+		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 \
+		--run_dir $$R --out_dir $$R/tokenizers/rqkmeans_cb1024; done
 
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
@@ -111,10 +115,6 @@ t2mr_gpu: venv
 		N=$${V%%:*}; for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/$$N/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $${V#*:} \
 		--run_dir $$R --out_dir $$R/tokenizers/$$N; done; done
-	# RQ-KMeans with a 1,024-code first level (round 8's no-model probe: albums and artists kept together best)
-	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 \
-		--run_dir $$R --out_dir $$R/tokenizers/rqkmeans_cb1024; done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
