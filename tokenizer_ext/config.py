@@ -62,6 +62,10 @@ class TokenizerConfig:
     kmeans_init_iters: int = field(default=20, metadata={
         "help": "Lloyd iterations of the k-means that initialises the codebooks on the first training batch "
                 "(App. D, following its [21]; the paper gives no count)"})
+    kmeans_init_rows: int = field(default=0, metadata={
+        "help": "RQ-VAE/VQ-VAE: training rows of that k-means, taken from the first shuffle. 0: one batch, grown to "
+                "the largest codebook (App. D; with 1,024 codes that is one row per codeword); N: N rows; -1: every "
+                "training row"})
     standardize: bool = field(default=False, metadata={
         "help": "RQ-VAE/VQ-VAE: z-score each input feature with training statistics (decode maps back). Not in the "
                 "paper; without it the 384-d MiniLM text embeddings collapse onto one level-1 code"})

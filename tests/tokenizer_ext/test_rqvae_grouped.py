@@ -268,3 +268,24 @@ def test_a_killed_grouped_run_resumes_from_its_state_with_the_weights_of_an_unin
         again, _ = fit(inputs=inputs)
         torch.testing.assert_close(again["A"].model.state_dict()["encoder.0.weight"],
                                    whole["A"].model.state_dict()["encoder.0.weight"], **tol)
+
+
+@pytest.mark.parametrize("rows, expected", [(0, 64), (100, 100), (-1, 256)])
+def test_kmeans_init_rows_sets_how_many_rows_the_codebook_init_clusters(monkeypatch, rows, expected):
+    """Both training paths (per modality, grouped) hand the codebooks' k-means the latents of the same rows: one batch
+    by default (64 > the largest codebook), N rows, or every training row."""
+    from tokenizer_ext.quantizers.rqvae_model import ResidualQuantizer
+
+    seen, original = [], ResidualQuantizer.init_codebooks
+    monkeypatch.setattr(ResidualQuantizer, "init_codebooks",
+                        lambda self, z, iters, gen: seen.append(len(z)) or original(self, z, iters, gen))
+    x = _clustered(256, 12, 0)
+    kw = dict(codebook_sizes=(4, 8), hidden_dims=(16,), d_z=4, batch_size=64, epochs=1, seed=0, kmeans_init_iters=3,
+              kmeans_init_rows=rows, device="cpu")
+    alone, grouped = RQVAEQuantizer(**kw), RQVAEQuantizer(**kw)
+    alone.fit(x, None)
+    train_grouped({"A": grouped}, {"A": x})
+    assert seen == [expected, expected]
+    assert RQVAEQuantizer(kmeans_init_rows=rows).settings["kmeans_init_rows"] == rows
+    with pytest.raises(ValueError, match="kmeans_init_rows=-2"):
+        RQVAEQuantizer(kmeans_init_rows=-2)

@@ -29,11 +29,14 @@ class RQVAEQuantizer(ModalityQuantizer):
                  codebook_sizes: tuple[int, ...] | None = None, beta: float = 0.25, lr: float = 1e-4,
                  weight_decay: float = 0.01, batch_size: int = 512, epochs: int = 150, seed: int = 0,
                  kmeans_init_iters: int = 20, dead_code_reset: bool = False, device: str = "auto",
-                 encode_batch_rows: int = 65536, standardize: bool = False):
+                 encode_batch_rows: int = 65536, standardize: bool = False, kmeans_init_rows: int = 0):
+        if kmeans_init_rows < -1:
+            raise ValueError(f"kmeans_init_rows={kmeans_init_rows}: 0 (one batch), N > 0 rows or -1 (every row)")
         self.codebook_sizes = tuple(codebook_sizes or self.default_codebook_sizes)
         self.settings = {"d_z": d_z, "hidden_dims": list(hidden_dims), "codebook_sizes": list(self.codebook_sizes),
                          "beta": beta, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                          "epochs": epochs, "seed": seed, "kmeans_init_iters": kmeans_init_iters,
+                         "kmeans_init_rows": kmeans_init_rows,
                          "dead_code_reset": dead_code_reset, "device": device,
                          "encode_batch_rows": encode_batch_rows, "standardize": standardize}
         self.epochs, self.batch_size, self.encode_batch_rows = epochs, batch_size, encode_batch_rows
@@ -92,9 +95,8 @@ class RQVAEQuantizer(ModalityQuantizer):
         model, s = self.model, self.settings
         model.train()
         perm = torch.randperm(len(x), generator=gen).to(self.device)
-        if not model.quantizer.initialized:  # App. D: k-means on the first training batch,
-            # grown to one row per codeword where a codebook is larger than a batch (VQ-VAE: 1024 > 512)
-            init_rows = x[perm[:max(self.batch_size, max(self.codebook_sizes))]]
+        if not model.quantizer.initialized:
+            init_rows = self._kmeans_init_rows(x, perm)
             with torch.no_grad():
                 model.quantizer.init_codebooks(model.encoder(init_rows), s["kmeans_init_iters"], gen)
             self._warn_if_few_rows(len(torch.unique(init_rows, dim=0)))
@@ -120,6 +122,14 @@ class RQVAEQuantizer(ModalityQuantizer):
             with torch.no_grad():
                 model.quantizer.reset_dead_codes(model.encoder(batch), usage, gen)
         return {**{k: float(v) / max(seen, 1) for k, v in sums.items()}, "dead_codes": dead}
+
+    def _kmeans_init_rows(self, x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        """The rows whose latents the codebooks' k-means init clusters, in the order of the first shuffle: by default
+        (App. D) the first training batch, grown to one row per codeword where a codebook is larger than a batch
+        (VQ-VAE: 1024 > 512); kmeans_init_rows N > 0: N rows; -1: every row."""
+        n = self.settings["kmeans_init_rows"]
+        n = len(x) if n == -1 else n or max(self.batch_size, max(self.codebook_sizes))
+        return x[perm[:n]]
 
     def _warn_if_few_rows(self, distinct: int) -> None:
         if distinct < max(self.codebook_sizes):
