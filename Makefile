@@ -89,11 +89,15 @@ t2mr_data: venv
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
 # the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= text_cover_long text_album_long
-# more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU)
+T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024
+# more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU), each
+# with its RQ-KMeans 1024/256/256 IDs (CPU)
 t2mr_folds: venv
-	for F in $(T2MR_FOLDS); do $(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv \
-		--val_run runs/spotify_val_f$$F --val_fold $$F; done
+	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; $(BIN)/python -m bench.t2mr_data \
+		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
+		test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || $(BIN)/music3m-train-tokenizer \
+		--config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 --run_dir $$R \
+		--out_dir $$R/tokenizers/rqkmeans_cb1024 || exit 1; done
 
 # the folds' tokenizers one after the other, then every fold's runs side by side on the GPU (fold F logs to
 # runs/t2mr_val_fF.log); the recipe fails when any fold does

@@ -69,6 +69,9 @@ class TokenizerConfig:
     standardize: bool = field(default=False, metadata={
         "help": "RQ-VAE/VQ-VAE: z-score each input feature with training statistics (decode maps back). Not in the "
                 "paper; without it the 384-d MiniLM text embeddings collapse onto one level-1 code"})
+    standardize_scale: str = field(default="feature", metadata={
+        "help": "with standardize: feature (z-score each feature) or global (centre each feature, divide all by one "
+                "scale, the root mean per-feature variance: the embedding's geometry is kept)"})
     dead_code_reset: bool = field(default=False, metadata={
         "help": "after each epoch, move codewords no training row used onto random residuals of the last batch "
                 "(not in the paper, which relies on the k-means init alone)"})

@@ -37,7 +37,7 @@ def build_quantizer(cfg: TokenizerConfig) -> ModalityQuantizer:
                    lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, epochs=cfg.epochs,
                    seed=cfg.seed, kmeans_init_iters=cfg.kmeans_init_iters, kmeans_init_rows=cfg.kmeans_init_rows,
                    dead_code_reset=cfg.dead_code_reset, device=cfg.device, encode_batch_rows=cfg.encode_chunk_rows,
-                   standardize=cfg.standardize)
+                   standardize=cfg.standardize, standardize_scale=cfg.standardize_scale)
     if cfg.method == "kmeans":
         return KMeansQuantizer(num_clusters=cfg.codebook_sizes[0], seed=cfg.seed,
                                full_batch_max_rows=cfg.kmeans_full_batch_max_rows,

@@ -242,3 +242,29 @@ def test_standardize_keeps_reconstruction_in_the_embedding_space_and_round_trips
     back = RQVAEQuantizer.load(tmp_path / "q")
     np.testing.assert_array_equal(back.encode(x), q.encode(x))
     np.testing.assert_allclose(back.decode(q.encode(x)), x_hat, rtol=1e-5, atol=1e-6)
+
+
+def test_global_standardize_scale_keeps_the_geometry_and_unit_mean_variance(tmp_path):
+    """standardize_scale global: centred rows divided by one scale, so pairwise distances keep their ratios and the
+    mean per-feature variance is 1; feature: each feature z-scored (the ratios change). Saved and loaded alike."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 6)) * np.array([0.01, 0.02, 0.05, 0.1, 0.5, 2.0])).astype(np.float32)
+    kw = dict(d_z=4, hidden_dims=(8,), codebook_sizes=(4,), epochs=1, batch_size=64, device="cpu", standardize=True)
+    dists = {}
+    for scale in ("global", "feature"):
+        q = RQVAEQuantizer(standardize_scale=scale, **kw)
+        q.fit(x)
+        z = q._to_model(torch.as_tensor(x)).numpy()
+        assert float(z.var(axis=0, ddof=1).mean()) == pytest.approx(1.0, rel=1e-3)
+        dists[scale] = np.linalg.norm(z[:50, None] - z[None, :50], axis=-1)
+        q.save(tmp_path / scale)
+        back = RQVAEQuantizer.load(tmp_path / scale)
+        assert back.settings["standardize_scale"] == scale
+        np.testing.assert_allclose(back.std.numpy(), q.std.numpy())
+    raw = np.linalg.norm(x[:50, None] - x[None, :50], axis=-1)
+    off = ~np.eye(50, dtype=bool)
+    ratio = dists["global"][off] / raw[off]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-3)               # one scale: the geometry is kept
+    assert np.ptp(dists["feature"][off] / raw[off]) > 1.0                  # per feature: it is not
+    with pytest.raises(ValueError, match="standardize_scale='none'"):
+        RQVAEQuantizer(standardize_scale="none")

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from tokenizer_ext.quantizers.base import ModalityQuantizer, read_checkpoint_config, register
 from tokenizer_ext.quantizers.rqvae_model import RQVAE, code_usage, resolve_device
 
+STANDARDIZE_SCALES = ("feature", "global")
+
 
 @register("rqvae")
 class RQVAEQuantizer(ModalityQuantizer):
@@ -29,16 +31,20 @@ class RQVAEQuantizer(ModalityQuantizer):
                  codebook_sizes: tuple[int, ...] | None = None, beta: float = 0.25, lr: float = 1e-4,
                  weight_decay: float = 0.01, batch_size: int = 512, epochs: int = 150, seed: int = 0,
                  kmeans_init_iters: int = 20, dead_code_reset: bool = False, device: str = "auto",
-                 encode_batch_rows: int = 65536, standardize: bool = False, kmeans_init_rows: int = 0):
+                 encode_batch_rows: int = 65536, standardize: bool = False, kmeans_init_rows: int = 0,
+                 standardize_scale: str = "feature"):
         if kmeans_init_rows < -1:
             raise ValueError(f"kmeans_init_rows={kmeans_init_rows}: 0 (one batch), N > 0 rows or -1 (every row)")
+        if standardize_scale not in STANDARDIZE_SCALES:
+            raise ValueError(f"standardize_scale={standardize_scale!r}: expected one of {STANDARDIZE_SCALES}")
         self.codebook_sizes = tuple(codebook_sizes or self.default_codebook_sizes)
         self.settings = {"d_z": d_z, "hidden_dims": list(hidden_dims), "codebook_sizes": list(self.codebook_sizes),
                          "beta": beta, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
                          "epochs": epochs, "seed": seed, "kmeans_init_iters": kmeans_init_iters,
                          "kmeans_init_rows": kmeans_init_rows,
                          "dead_code_reset": dead_code_reset, "device": device,
-                         "encode_batch_rows": encode_batch_rows, "standardize": standardize}
+                         "encode_batch_rows": encode_batch_rows, "standardize": standardize,
+                         "standardize_scale": standardize_scale}
         self.epochs, self.batch_size, self.encode_batch_rows = epochs, batch_size, encode_batch_rows
         self.device = resolve_device(device)
         self.d_in: int | None = None
@@ -72,11 +78,7 @@ class RQVAEQuantizer(ModalityQuantizer):
         xv = None if x_val is None or len(x_val) == 0 else \
             torch.as_tensor(np.ascontiguousarray(x_val, dtype=np.float32), device=self.device)
         if s["standardize"]:
-            # Sentence embeddings spread their variance thinly over hundreds of dims (per-feature variance ~1/d):
-            # the reconstruction gradient is then too weak against the codebook/commitment pull and the encoder
-            # collapses onto one codeword. Z-scoring each feature with the training statistics prevents that.
-            self.mean = x.mean(dim=0)
-            self.std = x.std(dim=0).clamp_min(1e-6)
+            self._set_input_stats(x)
             x = self._to_model(x)
         model = self._build(x.shape[1])
         # fused on CUDA: one kernel for the whole update (this small model's training step is launch-bound)
@@ -122,6 +124,18 @@ class RQVAEQuantizer(ModalityQuantizer):
             with torch.no_grad():
                 model.quantizer.reset_dead_codes(model.encoder(batch), usage, gen)
         return {**{k: float(v) / max(seen, 1) for k, v in sums.items()}, "dead_codes": dead}
+
+    def _set_input_stats(self, x: torch.Tensor) -> None:
+        """The training statistics that standardize=True scales inputs with. Sentence embeddings spread their variance
+        thinly over hundreds of dims (per-feature variance ~1/d): the reconstruction gradient is then too weak against
+        the codebook/commitment pull and the encoder collapses onto one codeword. standardize_scale "feature" z-scores
+        each feature; "global" centres each feature and divides all by one scale (the root mean per-feature variance),
+        which fixes the scale and keeps the embedding's geometry (distances up to a constant)."""
+        self.mean = x.mean(dim=0)
+        std = x.std(dim=0)
+        if self.settings["standardize_scale"] == "global":
+            std = std.square().mean().sqrt().expand_as(std).contiguous()
+        self.std = std.clamp_min(1e-6)
 
     def _kmeans_init_rows(self, x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         """The rows whose latents the codebooks' k-means init clusters, in the order of the first shuffle: by default

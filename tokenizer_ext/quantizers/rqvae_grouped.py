@@ -390,7 +390,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
             if len(x) < 2:
                 raise ValueError(f"{m}: RQ-VAE needs at least 2 training rows (BatchNorm), got {len(x)}")
             if s["standardize"]:
-                q.mean, q.std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+                q._set_input_stats(x)
                 x = q._to_model(x)
             model = q._build(x.shape[1])
             gen = torch.Generator().manual_seed(s["seed"])  # as fit: the first shuffle picks the k-means init rows
