@@ -113,9 +113,11 @@ t2mr_gpu_folds: venv
 t2mr_gpu: venv
 	# RQ-VAE tokenizers NAME:OPTIONS, where missing: the paper's; at lr 1e-3 (on 28k tracks the paper's 150 epochs at
 	# 1e-4 are 6,600 steps, docs/t2mr.md round 5); at lr 1e-3 with a 1,024-code first level, which keeps more of an
-	# artist's tracks together (round 6); the same for 600 epochs (round 7)
+	# artist's tracks together (round 6); the same for 600 epochs (round 7); the same with a 256-d latent behind one
+	# 512-wide layer (round 9)
 	for V in "rqvae:" "rqvae_lr1e3:--lr 1e-3" "rqvae_cb1024_lr1e3:--lr 1e-3 --codebook_sizes 1024 256 256" \
-		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600"; do \
+		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600" \
+		"rqvae_cb1024_lr1e3_dz256:--lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512"; do \
 		N=$${V%%:*}; for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/$$N/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $${V#*:} \
 		--run_dir $$R --out_dir $$R/tokenizers/$$N; done; done
