@@ -52,6 +52,11 @@ class ExperimentArguments:
         "help": "beams saved per request instead of the plan's generate.num_beams"})
     keep_models: bool = field(default=False, metadata={"help": "keep each run's model after its generations"})
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
+    select_from: str | None = field(default=None, metadata={
+        "help": "score the validation runs in this folder instead of the plan's select.from (e.g. a folder of "
+                "symbolic links to the runs of several rounds); the choice is made again"})
+    select_only: bool = field(default=False, metadata={
+        "help": "make the plan's selection again, write OUT_DIR/selection.json and stop (no training)"})
 
 
 def _fill(value, run: dict):
@@ -222,11 +227,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.run_dir:
         plan["run_dir"] = args.run_dir
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if (args.select_only or args.select_from) and not plan.get("select"):
+        raise SystemExit(f"{args.plan}: --select_only / --select_from need a plan with `select`")
     if plan.get("select"):
         saved = Path(args.out_dir) / "selection.json"
-        chosen = json.loads(saved.read_text()) if saved.exists() else select_best(plan["select"])
+        if args.select_from:
+            plan["select"]["from"] = args.select_from
+        again = args.select_only or args.select_from or not saved.exists()
+        chosen = select_best(plan["select"]) if again else json.loads(saved.read_text())
         saved.write_text(json.dumps(chosen, indent=1))
         print(json.dumps(chosen), flush=True)
+        if args.select_only:
+            return
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]
     runs = [r for r in plan["runs"] if not args.runs or r["name"] in args.runs]

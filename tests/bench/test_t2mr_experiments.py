@@ -84,3 +84,26 @@ def test_selection_pools_folds_by_requests(tmp_path, monkeypatch):
     assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
     assert chosen["scores"]["a"] == pytest.approx((0.10 * 60 + 0.0 * 240) / 300)
     assert chosen["requests"] == {"a": 300, "b": 300}
+
+
+def test_select_only_chooses_again_from_another_folder_and_trains_nothing(tmp_path, monkeypatch):
+    val_plan = tmp_path / "val.yaml"
+    val_plan.write_text(json.dumps({**PLAN, "runs": [{"name": "a"}, {"name": "b", "args": {"max_steps": 9}}]}))
+    plan = {**PLAN, "select": {"plan": str(val_plan), "from": "runs/old", "set": "val"},
+            "runs": [{"name": "final", "inherit": "best"}]}
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(json.dumps(plan))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "selection.json").write_text(json.dumps({"best": "a", "args": {}, "scores": {}}))  # an earlier choice
+    folders = []
+    monkeypatch.setattr(te, "_fold_scores",
+                        lambda p, set_name, fold: folders.append(fold["from"]) or {"a": (0.05, 61), "b": (0.06, 61)})
+    monkeypatch.setattr(te, "run_one", lambda *a: pytest.fail("--select_only trained a run"))
+    te.main(["--plan", str(plan_file), "--out_dir", str(out), "--select_from", "runs/combined",
+             "--select_only", "true"])
+    assert folders == ["runs/combined"]
+    chosen = json.loads((out / "selection.json").read_text())
+    assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
+    with pytest.raises(SystemExit, match="need a plan with `select`"):
+        te.main(["--plan", str(val_plan), "--out_dir", str(out), "--select_only", "true"])
