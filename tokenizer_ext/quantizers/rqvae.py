@@ -98,10 +98,7 @@ class RQVAEQuantizer(ModalityQuantizer):
         model.train()
         perm = torch.randperm(len(x), generator=gen).to(self.device)
         if not model.quantizer.initialized:
-            init_rows = self._kmeans_init_rows(x, perm)
-            with torch.no_grad():
-                model.quantizer.init_codebooks(model.encoder(init_rows), s["kmeans_init_iters"], gen)
-            self._warn_if_few_rows(len(torch.unique(init_rows, dim=0)))
+            self._init_codebooks(x, perm, gen)
         sums = dict.fromkeys(("loss", "recon", "codebook", "commitment"), torch.zeros((), device=self.device))
         usage = [torch.zeros(k, dtype=torch.long, device=self.device) for k in self.codebook_sizes]
         seen, batch = 0, None
@@ -137,13 +134,16 @@ class RQVAEQuantizer(ModalityQuantizer):
             std = std.square().mean().sqrt().expand_as(std).contiguous()
         self.std = std.clamp_min(1e-6)
 
-    def _kmeans_init_rows(self, x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        """The rows whose latents the codebooks' k-means init clusters, in the order of the first shuffle: by default
+    @torch.no_grad()
+    def _init_codebooks(self, x: torch.Tensor, perm: torch.Tensor, gen: torch.Generator) -> None:
+        """k-means codebook init on the latents of rows taken in the order of the first shuffle `perm`: by default
         (App. D) the first training batch, grown to one row per codeword where a codebook is larger than a batch
         (VQ-VAE: 1024 > 512); kmeans_init_rows N > 0: N rows; -1: every row."""
         n = self.settings["kmeans_init_rows"]
         n = len(x) if n == -1 else n or max(self.batch_size, max(self.codebook_sizes))
-        return x[perm[:n]]
+        init_rows = x[perm[:n]]
+        self.model.quantizer.init_codebooks(self.model.encoder(init_rows), self.settings["kmeans_init_iters"], gen)
+        self._warn_if_few_rows(len(torch.unique(init_rows, dim=0)))
 
     def _warn_if_few_rows(self, distinct: int) -> None:
         if distinct < max(self.codebook_sizes):

@@ -395,10 +395,7 @@ def train_grouped(quantizers: dict[str, RQVAEQuantizer], x_train: dict[str, Rows
             model = q._build(x.shape[1])
             gen = torch.Generator().manual_seed(s["seed"])  # as fit: the first shuffle picks the k-means init rows
             perm = torch.randperm(len(x), generator=gen).to(device)
-            init_rows = q._kmeans_init_rows(x, perm)
-            with torch.no_grad():
-                model.quantizer.init_codebooks(model.encoder(init_rows), s["kmeans_init_iters"], gen)
-            q._warn_if_few_rows(len(torch.unique(init_rows, dim=0)))
+            q._init_codebooks(x, perm, gen)
             data[g, :len(x), :x.shape[1]] = x.to(dtype)
             models.append(model)
             del x
