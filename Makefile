@@ -77,14 +77,17 @@ spotify_bench: t2mr_data t2mr_gpu t2mr_report
 # RQ-KMeans tokenizers), the validation run and the request files; the GPU side trains the RQ-VAE (grouped) and FusID
 # tokenizers and runs the validation ablation, then the final runs with the settings chosen on validation; the report scores
 # the saved generations (any machine).
+# RQ-KMeans with a 1,024-code first level in run $$R, where missing: the Spotify recipe's IDs (chosen on validation,
+# docs/t2mr.md round 9)
+RQKMEANS_CB1024 = test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || $(BIN)/music3m-train-tokenizer \
+	--config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 --run_dir $$R \
+	--out_dir $$R/tokenizers/rqkmeans_cb1024
+
 t2mr_data: venv
 	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
 		--methods kmeans,rqkmeans
 	$(BIN)/python -m bench.t2mr_data --csv $(SHARED)/spotify_songs/spotify_songs.csv
-	# RQ-KMeans with a 1,024-code first level, the Spotify recipe's IDs (chosen on validation, docs/t2mr.md round 9)
-	for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 \
-		--run_dir $$R --out_dir $$R/tokenizers/rqkmeans_cb1024; done
+	for R in runs/spotify_val runs/spotify_bench; do $(RQKMEANS_CB1024); done
 
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
@@ -95,9 +98,7 @@ T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024
 t2mr_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; $(BIN)/python -m bench.t2mr_data \
 		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
-		test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || $(BIN)/music3m-train-tokenizer \
-		--config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 --run_dir $$R \
-		--out_dir $$R/tokenizers/rqkmeans_cb1024 || exit 1; done
+		$(RQKMEANS_CB1024) || exit 1; done
 
 # the folds' tokenizers one after the other, then every fold's runs side by side on the GPU (fold F logs to
 # runs/t2mr_val_fF.log); the recipe fails when any fold does
