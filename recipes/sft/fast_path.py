@@ -345,16 +345,20 @@ class FastSFTTrainer(SFTTrainer):
             raise ValueError("fast_path_fuse_projections does not work with DeepSpeed ZeRO-3: the fused matmul reads "
                              "the projections' weights outside their own forward, where ZeRO-3 gathers them; use "
                              "ZeRO-2 or DDP, or fast_path_fuse_projections: false")
-        if self.args.ddp_find_unused_parameters is None:
-            # every parameter gets a gradient each step (the head runs on the answer tokens, but it runs), so DDP's
-            # search for unused ones is an extra pass over the autograd graph per step; the Trainer's default turns
-            # it on whenever gradient checkpointing is off, as on the fast path
-            self.args.ddp_find_unused_parameters = False
         if self.args.logging_nan_inf_filter:
             # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
             # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs
             logger.info("fast path: logging_nan_inf_filter off (it syncs with the GPU every step)")
             self.args.logging_nan_inf_filter = False
+
+    def create_accelerator_and_postprocess(self):
+        # Trainer.__init__ calls this, and the DDP options are fixed here: every parameter gets a gradient each step
+        # (the head runs on the answer tokens, but it runs), so DDP's search for unused ones is an extra pass over the
+        # autograd graph per step; the Trainer's default turns it on whenever gradient checkpointing is off, as on
+        # the fast path. Setting the flag after super().__init__ is too late (a two-H200 run still searched).
+        if self.args.ddp_find_unused_parameters is None:
+            self.args.ddp_find_unused_parameters = False
+        super().create_accelerator_and_postprocess()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         fused = self.fused_ce and model.training

