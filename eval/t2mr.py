@@ -209,6 +209,10 @@ def run(cfg: T2MRConfig) -> dict:
             content = spaces[key]
         retriever = Retriever(gs.db, content=content)
         mods = gs.db.modalities
+        # the groups the weights name: the code groups, and under the neighbours ranking also the content
+        # modalities a joint group stands for (FusID's FU -> BM, ST, ...); weights resolved over FU alone gave the
+        # content modalities 0, every track the score 0, and every request the catalog's first ten rows
+        wmods = tuple(dict.fromkeys((*mods, *content_modalities(gs.db)))) if content is not None else mods
         db_row_of = gs.db.row_of()
         db_rows = [[r for r in (db_row_of.get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
         full = gs.info.get("num_beams") or cfg.num_beams  # every beam the generations hold
@@ -222,17 +226,17 @@ def run(cfg: T2MRConfig) -> dict:
 
         variants: dict[str, list] = {}
         if relevance is not None:
-            selected = [modality_weights(s, mods) for s in relevance.predict(queries)]
+            selected = [modality_weights(s, wmods) for s in relevance.predict(queries)]
             if cfg.modality_prior:
-                _, prior = parse_weights(cfg.modality_prior, mods)
-                selected = [{m: prior[m] * w[m] for m in mods} for w in selected]
+                _, prior = parse_weights(cfg.modality_prior, wmods)
+                selected = [{m: prior[m] * w[m] for m in wmods} for w in selected]
             variants[gs.name] = selected
         variants[f"{gs.name} w/o modality selection"] = [None] * len(queries)
         for spec in cfg.weights:
-            label, w = parse_weights(spec, mods)
+            label, w = parse_weights(spec, wmods)
             variants[f"{gs.name} weights {label}"] = [w] * len(queries)
         if cfg.tune_weights:
-            best = tune_weights(lambda w: score(ranked([w] * len(queries)), relevant, cfg.k)["P@10"], mods,
+            best = tune_weights(lambda w: score(ranked([w] * len(queries)), relevant, cfg.k)["P@10"], wmods,
                                 cfg.weight_grid)
             write_json(out / f"weights_{gs.name}.json", {"label": f"tuned on {Path(cfg.playlists).name}", **best})
             variants[f"{gs.name} tuned weights"] = [best["weights"]] * len(queries)

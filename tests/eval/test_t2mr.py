@@ -190,3 +190,40 @@ def test_request_overlap_counts_where_each_system_wins():
     assert request_overlap(model, bm25) == {"hit": 3, "reference hit": 2, "both": 1,
                                             "P@10 sum where only this hits": 0.8,
                                             "P@10 sum where only the reference hits": 1.0}
+
+
+def test_neighbours_ranking_weighs_the_content_a_joint_group_stands_for(tmp_path):
+    """A FusID-style token DB has one joint code group (FU) standing for BM and SC: the neighbours ranking must apply
+    weights given per content modality (here BM only), not resolve them over FU alone (which zeroed every score)."""
+    from inference.neighbours import ContentSpace, content_modalities
+    from inference.retrieval import Retriever
+    from tests.eval.helpers import write_store
+    from tokenizer_ext.token_db import TokenDB
+
+    rng = np.random.default_rng(3)
+    n = 60
+    db = TokenDB([f"t{i}" for i in range(n)], {"FU": (4, 8)},
+                 {"FU": np.stack([rng.integers(0, 4, n), rng.integers(0, 8, n)], axis=1)}, tokenizer="fusid",
+                 meta={"input_modalities": ["BM", "SC"]}).with_disambiguation()
+    db.save(tmp_path / "tok")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pq.write_table(pa.table({"track_id": db.track_ids, "title": [f"song {i}" for i in range(n)],
+                             "artist": [f"band {i % 5}" for i in range(n)], "album": ["album"] * n}),
+                   run_dir / "catalog.parquet")
+    write_store(run_dir, db.track_ids, {m: (rng.normal(size=(n, 4)), np.ones(n, bool)) for m in ("BM", "SC")})
+    playlists = [{"playlist_id": "p1", "name": "first", "tracks": [f"t{i}" for i in range(0, 30, 3)]},
+                 {"playlist_id": "p2", "name": "second", "tracks": [f"t{i}" for i in range(30, 60, 3)]}]
+    (run_dir / "eval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in playlists))
+    generations = [{"beams": [db.tokens(r) for r in rows], "logprobs": [-0.1, -1.5]} for rows in ((40, 7), (12, 55))]
+    gen_file = tmp_path / "generations.json"
+    gen_file.write_text(json.dumps({"queries": ["first", "second"], "token_db_dir": str(tmp_path / "tok"),
+                                    "num_beams": 2, "generations": generations}))
+    systems = run(T2MRConfig(run_dir=str(run_dir), playlists=str(run_dir / "eval.jsonl"), out_dir=str(tmp_path / "out"),
+                             generations=[f"Fu={gen_file}"], baselines=["none"], rankings=["neighbours"],
+                             unimodal=False, num_beams=2, diagnostics=False, weights=["BMonly:BM=1"]))["systems"]
+    retriever = Retriever(db, content=ContentSpace.from_run(run_dir, db.track_ids, content_modalities(db)))
+    expected = [[db.track_ids[r] for r in retriever.retrieve(g["beams"], g["logprobs"], {"FU": 1.0, "BM": 1.0},
+                                                             k=10, ranking="neighbours").rows] for g in generations]
+    assert expected[0] != expected[1] and expected[0] != db.track_ids[:10]  # the requests rank differently
+    assert systems["Fu weights BMonly"]["ranked_track_ids"] == expected
