@@ -92,7 +92,10 @@ t2mr_data: venv
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
 # the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024
+T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024 text_album_dz256
+# the RQ-VAE with a 256-d latent behind one 512-wide layer: the Spotify recipe's IDs (chosen on validation,
+# docs/t2mr.md round 10)
+RQVAE_DZ256 = --lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU), each
 # with its RQ-KMeans 1024/256/256 IDs (CPU)
 t2mr_folds: venv
@@ -100,12 +103,15 @@ t2mr_folds: venv
 		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
 		$(RQKMEANS_CB1024) || exit 1; done
 
-# the folds' tokenizers one after the other, then every fold's runs side by side on the GPU (fold F logs to
-# runs/t2mr_val_fF.log); the recipe fails when any fold does
+# the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, then every fold's runs side
+# by side on the GPU (fold F logs to runs/t2mr_val_fF.log); the recipe fails when any fold does
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
 		test -f $$R/tokenizers/rqvae/token_db.parquet || $(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml \
-			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae || exit 1; done
+			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae || exit 1; \
+		test -f $$R/tokenizers/rqvae_cb1024_lr1e3_dz256/token_db.parquet || $(BIN)/music3m-train-tokenizer \
+			--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $(RQVAE_DZ256) --run_dir $$R \
+			--out_dir $$R/tokenizers/rqvae_cb1024_lr1e3_dz256 || exit 1; done
 	pids=""; for F in $(T2MR_FOLDS); do \
 		$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
 			--run_dir runs/spotify_val_f$$F --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
@@ -118,7 +124,7 @@ t2mr_gpu: venv
 	# 512-wide layer (round 9)
 	for V in "rqvae:" "rqvae_lr1e3:--lr 1e-3" "rqvae_cb1024_lr1e3:--lr 1e-3 --codebook_sizes 1024 256 256" \
 		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600" \
-		"rqvae_cb1024_lr1e3_dz256:--lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512"; do \
+		"rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do \
 		N=$${V%%:*}; for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/$$N/token_db.parquet || \
 		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $${V#*:} \
 		--run_dir $$R --out_dir $$R/tokenizers/$$N; done; done
