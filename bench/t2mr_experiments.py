@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from common.config import parse_config
@@ -170,13 +171,20 @@ def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
     return result
 
 
-def selection_score(t2mr: dict) -> float:
+def selection_variant(t2mr: dict) -> tuple[float, list[float]]:
     """The validation criterion: the best P@10 on unseen requests over the scored variants (rankings x beams: 4, 16
-    and every beam saved) of a music3m-t2mr result (its t2mr.json)."""
-    systems = t2mr["systems"]
-    values = [s.get("P@10 unseen") if s.get("P@10 unseen") is not None else s["metrics"]["P@10"]
-              for s in systems.values()]
-    return max(values)
+    and every beam saved) of a music3m-t2mr result (its t2mr.json), and the per-request P@10 of the variant that gives
+    it (unseen requests only, where the result marks seen ones; the first such variant on ties)."""
+    best = None
+    for s in t2mr["systems"].values():
+        unseen = s.get("P@10 unseen") is not None
+        value = s["P@10 unseen"] if unseen else s["metrics"]["P@10"]
+        if best is None or value > best[0]:
+            per_request = s.get("P@10 per request") or []
+            if unseen and s.get("seen") is not None:
+                per_request = [p for p, seen in zip(per_request, s["seen"]) if not seen]
+            best = (value, per_request)
+    return best
 
 
 def select_best(select: dict) -> dict:
@@ -188,22 +196,45 @@ def select_best(select: dict) -> dict:
     val_plan = yaml.safe_load(Path(select["plan"]).read_text())
     folds = [{"run_dir": val_plan.get("run_dir"), "from": select["from"]}, *select.get("folds", [])]
     totals: dict[str, list[float]] = {}
+    per_fold: list[dict[str, list[float]]] = []  # fold -> run -> per-request P@10 of its selection variant
     for fold in folds:
-        for name, (value, requests) in _fold_scores(val_plan, select["set"], fold).items():
+        per_fold.append({})
+        for name, (value, requests, per_request) in _fold_scores(val_plan, select["set"], fold).items():
             total = totals.setdefault(name, [0.0, 0])
             total[0] += value * requests
             total[1] += requests
+            per_fold[-1][name] = per_request
     scores = {n: t[0] / t[1] for n, t in totals.items()}
     if not scores:
         raise RuntimeError(f"select: no finished run in {[f['from'] for f in folds]}")
-    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))  # ties: the earlier (simpler) run
+    order = sorted(scores, key=lambda n: (-scores[n], list(scores).index(n)))  # ties: the earlier (simpler) run
+    best = order[0]
     run = next(r for r in val_plan["runs"] if r["name"] == best)
-    return {"best": best, "args": run.get("args", {}), "scores": scores,
-            "requests": {n: t[1] for n, t in totals.items()}}
+    chosen = {"best": best, "args": run.get("args", {}), "scores": scores,
+              "requests": {n: t[1] for n, t in totals.items()}}
+    if len(order) > 1:
+        chosen["margin"] = selection_margin(per_fold, best, order[1])
+    return chosen
 
 
-def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[float, int]]:
-    """run name -> (selection score, requests) on one validation fold."""
+def selection_margin(per_fold: list[dict[str, list[float]]], best: str, runner_up: str) -> dict:
+    """How sure the choice is: the winner's P@10 minus the runner-up's over the requests both were scored on (the
+    folds that have both), with a paired bootstrap interval."""
+    from eval.metrics import bootstrap_ci
+
+    a: list[float] = []
+    b: list[float] = []
+    for runs in per_fold:
+        if best in runs and runner_up in runs and len(runs[best]) == len(runs[runner_up]):
+            a += runs[best]
+            b += runs[runner_up]
+    diff = float(np.mean(np.subtract(a, b))) if a else float("nan")
+    lo, hi = bootstrap_ci(np.asarray(a), np.asarray(b))
+    return {"runner_up": runner_up, "difference": diff, "ci95": [lo, hi], "requests": len(a)}
+
+
+def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[float, int, list[float]]]:
+    """run name -> (selection score, requests, per-request P@10 of the scoring variant) on one validation fold."""
     scores = {}
     for run in val_plan["runs"]:
         gen = Path(fold["from"]) / run["name"] / set_dir(set_name) / f"generations_{run['name']}.json"
@@ -217,7 +248,8 @@ def _fold_scores(val_plan: dict, set_name: str, fold: dict) -> dict[str, tuple[f
                         "--diagnostics", "false", "--rankings", "match", "beams", "--beams_used", "4", "16",
                         "--out_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
         doc = json.loads((out / "t2mr.json").read_text())
-        scores[run["name"]] = (selection_score(doc), int(doc["queries"]["queries"]))
+        value, per_request = selection_variant(doc)
+        scores[run["name"]] = (value, int(doc["queries"]["queries"]), per_request)
     return scores
 
 

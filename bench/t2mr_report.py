@@ -171,6 +171,16 @@ def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
     return "\n".join(lines), {"eval": result, "seen": seen}
 
 
+def margin_sentence(selection: dict) -> str:
+    """' The winner leads the runner-up by ... (paired 95% interval ...)' from selection.json, or '' (older files)."""
+    m = selection.get("margin")
+    if not m:
+        return ""
+    lo, hi = m["ci95"]
+    return (f" It leads the runner-up, `{m['runner_up']}`, by {m['difference']:+.4f} P@10 over {m['requests']} "
+            f"requests (paired 95% interval [{lo:+.4f}, {hi:+.4f}]).")
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(T2MRReportConfig, argv)
     val_plan = yaml.safe_load(Path(cfg.val_plan).read_text())
@@ -194,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     (Path(cfg.work_dir) / "choice.json").write_text(json.dumps(report, indent=1))
     text = (f"## Validation ablation (SFT levers)\n\n{ablation}\n\nSelected by bench.t2mr_experiments: "
             f"`{selection['best']}` (validation score per run: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) +
-            f").\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
+            + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) + ")." + margin_sentence(selection)
+            + f"\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
             f"## Evaluation playlists (reported once)\n\nThe setting chosen on validation: "
             f"{choice['ranking']} ranking, {choice['beams']} beams, {choice['weights']} weights "
             f"({choice['label']}).\n\n{table}\n\n"

@@ -75,15 +75,40 @@ def test_a_saved_selection_is_reused_and_inherited(tmp_path, monkeypatch):
 def test_selection_pools_folds_by_requests(tmp_path, monkeypatch):
     val_plan = tmp_path / "val.yaml"
     val_plan.write_text(json.dumps({**PLAN, "runs": [{"name": "a"}, {"name": "b", "args": {"max_steps": 9}}]}))
-    by_fold = {"runs/x": {"a": (0.10, 60), "b": (0.04, 60)},    # the plan's own fold alone would choose a
-               "runs/v1": {"a": (0.00, 240), "b": (0.05, 240)}}
+    # the plan's own fold alone would choose a
+    by_fold = {"runs/x": {"a": _scored(0.10, 60), "b": _scored(0.04, 60)},
+               "runs/v1": {"a": _scored(0.00, 240), "b": _scored(0.05, 240)}}
     monkeypatch.setattr(te, "_fold_scores", lambda plan, set_name, fold: by_fold[fold["run_dir"]])
     select = {"plan": str(val_plan), "from": "x", "set": "val"}
-    assert te.select_best(select)["best"] == "a"
+    alone = te.select_best(select)
+    assert alone["best"] == "a" and alone["margin"]["runner_up"] == "b" and alone["margin"]["requests"] == 60
+    assert alone["margin"]["difference"] == pytest.approx(0.06)
+    assert alone["margin"]["ci95"] == pytest.approx([0.06, 0.06])
     chosen = te.select_best({**select, "folds": [{"run_dir": "runs/v1", "from": "y"}]})
     assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
     assert chosen["scores"]["a"] == pytest.approx((0.10 * 60 + 0.0 * 240) / 300)
     assert chosen["requests"] == {"a": 300, "b": 300}
+    # the margin pairs the winner's and the runner-up's requests over both folds: (60 x -0.06 + 240 x 0.05) / 300
+    margin = chosen["margin"]
+    assert margin["runner_up"] == "a" and margin["requests"] == 300
+    assert margin["difference"] == pytest.approx(0.028)
+    assert margin["ci95"][0] < 0.028 < margin["ci95"][1]
+
+
+def _scored(value, requests):
+    """What _fold_scores gives for one run: (selection score, requests, per-request P@10), here every request alike."""
+    return value, requests, [value] * requests
+
+
+def test_selection_variant_is_the_best_variant_on_unseen_requests():
+    t2mr = {"systems": {
+        "x": {"metrics": {"P@10": 0.2}, "P@10 unseen": 0.1, "seen": [True, False, False],
+              "P@10 per request": [0.4, 0.2, 0.0]},
+        "x [match, 4 beams]": {"metrics": {"P@10": 0.1}, "P@10 unseen": 0.15, "seen": [True, False, False],
+                               "P@10 per request": [0.0, 0.1, 0.2]}}}
+    assert te.selection_variant(t2mr) == (0.15, [0.1, 0.2])  # the seen request's 0.0 left out
+    no_split = {"systems": {"y": {"metrics": {"P@10": 0.3}, "P@10 per request": [0.3, 0.3]}}}
+    assert te.selection_variant(no_split) == (0.3, [0.3, 0.3])
 
 
 def test_select_only_chooses_again_from_another_folder_and_trains_nothing(tmp_path, monkeypatch):
@@ -98,7 +123,8 @@ def test_select_only_chooses_again_from_another_folder_and_trains_nothing(tmp_pa
     (out / "selection.json").write_text(json.dumps({"best": "a", "args": {}, "scores": {}}))  # an earlier choice
     folders = []
     monkeypatch.setattr(te, "_fold_scores",
-                        lambda p, set_name, fold: folders.append(fold["from"]) or {"a": (0.05, 61), "b": (0.06, 61)})
+                        lambda p, set_name, fold: folders.append(fold["from"]) or {"a": _scored(0.05, 61),
+                                                                                   "b": _scored(0.06, 61)})
     monkeypatch.setattr(te, "run_one", lambda *a: pytest.fail("--select_only trained a run"))
     te.main(["--plan", str(plan_file), "--out_dir", str(out), "--select_from", "runs/combined",
              "--select_only", "true"])

@@ -52,3 +52,13 @@ def test_choice_takes_the_ranking_that_fits_the_playlists_with_its_own_weights(t
     # both groups' rows are in the table, the neighbours rows labelled with their ranking
     assert "[neighbours, 2 beams]" in table and "[match, 1 beams]" in table
     assert "(chosen)" in table.splitlines()[2]
+
+
+def test_the_report_says_how_far_the_winner_leads():
+    from bench.t2mr_report import margin_sentence
+
+    selection = {"best": "b", "margin": {"runner_up": "a", "difference": 0.0066, "ci95": [-0.0131, 0.0262],
+                                         "requests": 61}}
+    assert margin_sentence(selection) == (" It leads the runner-up, `a`, by +0.0066 P@10 over 61 requests (paired 95% "
+                                          "interval [-0.0131, +0.0262]).")
+    assert margin_sentence({"best": "b"}) == ""  # a selection.json written before margins
