@@ -10,7 +10,8 @@ tokenizer. Each run trains with recipes/sft_3mtoken.py, generates `num_beams` be
 masks: a list (every set) or a mapping mode -> sets; mode `catalog` writes OUT/NAME/t2mr_SET, any other mode
 OUT/NAME/t2mr_SET_MODE. A plan with `select` first scores the runs of an earlier (validation) plan and lets runs with
 `inherit: best` start from the best run's options, so settings are chosen on the validation split only; the choice
-is written to OUT_DIR/selection.json and reused when the plan runs again. Score the saved generations on any machine
+is written to OUT_DIR/selection.json (with the winner's margin over the runner-up and its paired bootstrap interval
+over the validation requests) and reused when the plan runs again. Score the saved generations on any machine
 with `music3m-t2mr --generations NAME=OUT_DIR/NAME/t2mr_SET/generations_NAME.json`.
 """
 
