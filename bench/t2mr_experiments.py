@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from common.config import parse_config
+from eval.metrics import bootstrap_ci
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sft_3mtoken.py"
 
@@ -221,8 +222,6 @@ def select_best(select: dict) -> dict:
 def selection_margin(per_fold: list[dict[str, list[float]]], best: str, runner_up: str) -> dict:
     """How sure the choice is: the winner's P@10 minus the runner-up's over the requests both were scored on (the
     folds that have both), with a paired bootstrap interval."""
-    from eval.metrics import bootstrap_ci
-
     a: list[float] = []
     b: list[float] = []
     for runs in per_fold:

@@ -212,7 +212,7 @@ def run(cfg: T2MRConfig) -> dict:
         # the groups the weights name: the code groups, and under the neighbours ranking also the content
         # modalities a joint group stands for (FusID's FU -> BM, ST, ...); weights resolved over FU alone gave the
         # content modalities 0, every track the score 0, and every request the catalog's first ten rows
-        wmods = tuple(dict.fromkeys((*mods, *content_modalities(gs.db)))) if content is not None else mods
+        wmods = tuple(dict.fromkeys((*mods, *content.vectors))) if content is not None else mods
         db_row_of = gs.db.row_of()
         db_rows = [[r for r in (db_row_of.get(track_ids[c]) for c in rel) if r is not None] for rel in relevant]
         full = gs.info.get("num_beams") or cfg.num_beams  # every beam the generations hold
