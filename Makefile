@@ -96,6 +96,9 @@ T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024 text_album_dz256
 # the RQ-VAE with a 256-d latent behind one 512-wide layer: the Spotify recipe's IDs (chosen on validation,
 # docs/t2mr.md round 10)
 RQVAE_DZ256 = --lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512
+# RQ-VAE $$N with options $$O in run $$R on the GPU (grouped), where missing
+RQVAE_GPU = test -f $$R/tokenizers/$$N/token_db.parquet || $(BIN)/music3m-train-tokenizer \
+	--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $$O --run_dir $$R --out_dir $$R/tokenizers/$$N
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU), each
 # with its RQ-KMeans 1024/256/256 IDs (CPU)
 t2mr_folds: venv
@@ -107,11 +110,8 @@ t2mr_folds: venv
 # by side on the GPU (fold F logs to runs/t2mr_val_fF.log); the recipe fails when any fold does
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
-		test -f $$R/tokenizers/rqvae/token_db.parquet || $(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml \
-			--grouped true --device cuda --run_dir $$R --out_dir $$R/tokenizers/rqvae || exit 1; \
-		test -f $$R/tokenizers/rqvae_cb1024_lr1e3_dz256/token_db.parquet || $(BIN)/music3m-train-tokenizer \
-			--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $(RQVAE_DZ256) --run_dir $$R \
-			--out_dir $$R/tokenizers/rqvae_cb1024_lr1e3_dz256 || exit 1; done
+		for V in "rqvae:" "rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do N=$${V%%:*}; O=$${V#*:}; \
+			$(RQVAE_GPU) || exit 1; done; done
 	pids=""; for F in $(T2MR_FOLDS); do \
 		$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
 			--run_dir runs/spotify_val_f$$F --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
@@ -125,9 +125,7 @@ t2mr_gpu: venv
 	for V in "rqvae:" "rqvae_lr1e3:--lr 1e-3" "rqvae_cb1024_lr1e3:--lr 1e-3 --codebook_sizes 1024 256 256" \
 		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600" \
 		"rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do \
-		N=$${V%%:*}; for R in runs/spotify_val runs/spotify_bench; do test -f $$R/tokenizers/$$N/token_db.parquet || \
-		$(BIN)/music3m-train-tokenizer --config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $${V#*:} \
-		--run_dir $$R --out_dir $$R/tokenizers/$$N; done; done
+		N=$${V%%:*}; O=$${V#*:}; for R in runs/spotify_val runs/spotify_bench; do $(RQVAE_GPU); done; done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
