@@ -199,13 +199,17 @@ def select_best(select: dict) -> dict:
     folds = [{"run_dir": val_plan.get("run_dir"), "from": select["from"]}, *select.get("folds", [])]
     totals: dict[str, list[float]] = {}
     per_fold: list[dict[str, list[float]]] = []  # fold -> run -> per-request P@10 of its selection variant
+    fold_scores = []  # what each fold gave each run: the table behind the pooled scores
     for fold in folds:
         per_fold.append({})
+        fold_scores.append({"from": fold["from"], "scores": {}, "requests": {}})
         for name, (value, requests, per_request) in _fold_scores(val_plan, select["set"], fold).items():
             total = totals.setdefault(name, [0.0, 0])
             total[0] += value * requests
             total[1] += requests
             per_fold[-1][name] = per_request
+            fold_scores[-1]["scores"][name] = value
+            fold_scores[-1]["requests"][name] = requests
     scores = {n: t[0] / t[1] for n, t in totals.items()}
     if not scores:
         raise RuntimeError(f"select: no finished run in {[f['from'] for f in folds]}")
@@ -213,7 +217,7 @@ def select_best(select: dict) -> dict:
     best = order[0]
     run = next(r for r in val_plan["runs"] if r["name"] == best)
     chosen = {"best": best, "args": run.get("args", {}), "scores": scores,
-              "requests": {n: t[1] for n, t in totals.items()}}
+              "requests": {n: t[1] for n, t in totals.items()}, "folds": fold_scores}
     if len(order) > 1:
         chosen["margin"] = selection_margin(per_fold, best, order[1])
     return chosen
@@ -270,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         saved.write_text(json.dumps(chosen, indent=1))
         print(json.dumps(chosen), flush=True)
         if args.select_only:
+            from bench.t2mr_report import fold_table  # the report imports this module
+
+            print(fold_table(chosen))
             return
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r
                         for r in plan["runs"]]

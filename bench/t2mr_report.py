@@ -181,6 +181,25 @@ def margin_sentence(selection: dict) -> str:
             f"requests (paired 95% interval [{lo:+.4f}, {hi:+.4f}]).")
 
 
+def fold_table(selection: dict) -> str:
+    """The selection score of each run on each validation fold, then pooled (request-weighted), from selection.json;
+    '' for one fold or an older file."""
+    folds = [f for f in selection.get("folds", []) if f["scores"]]
+    if len(folds) < 2:
+        return ""
+    runs = list(selection["scores"])
+    lines = ["| validation fold (its runs' folder) | requests | " + " | ".join(f"`{r}`" for r in runs) + " |",
+             "|---|---|" + "---|" * len(runs)]
+    for f in folds:
+        requests = max(f["requests"].values())
+        lines.append(f"| {f['from']} | {requests} | "
+                     + " | ".join(_p(f["scores"].get(r)) for r in runs) + " |")
+    pooled = [_p(selection["scores"][r]) for r in runs]
+    pooled = [f"**{p}**" if r == selection["best"] else p for r, p in zip(runs, pooled)]
+    lines.append(f"| pooled | {max(selection['requests'].values())} | " + " | ".join(pooled) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(T2MRReportConfig, argv)
     val_plan = yaml.safe_load(Path(cfg.val_plan).read_text())
@@ -205,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     text = (f"## Validation ablation (SFT levers)\n\n{ablation}\n\nSelected by bench.t2mr_experiments: "
             f"`{selection['best']}` (validation score per run: "
             + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) + ")." + margin_sentence(selection)
+            + (f"\n\nPer validation fold:\n\n{fold_table(selection)}" if fold_table(selection) else "")
             + f"\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
             f"## Evaluation playlists (reported once)\n\nThe setting chosen on validation: "
             f"{choice['ranking']} ranking, {choice['beams']} beams, {choice['weights']} weights "

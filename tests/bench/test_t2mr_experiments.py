@@ -88,6 +88,9 @@ def test_selection_pools_folds_by_requests(tmp_path, monkeypatch):
     assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
     assert chosen["scores"]["a"] == pytest.approx((0.10 * 60 + 0.0 * 240) / 300)
     assert chosen["requests"] == {"a": 300, "b": 300}
+    assert [f["from"] for f in chosen["folds"]] == ["x", "y"]  # each fold's own scores, behind the pooled ones
+    assert chosen["folds"][1]["scores"] == pytest.approx({"a": 0.0, "b": 0.05})
+    assert chosen["folds"][0]["requests"] == {"a": 60, "b": 60}
     # the margin pairs the winner's and the runner-up's requests over both folds: (60 x -0.06 + 240 x 0.05) / 300
     margin = chosen["margin"]
     assert margin["runner_up"] == "a" and margin["requests"] == 300

@@ -62,3 +62,18 @@ def test_the_report_says_how_far_the_winner_leads():
     assert margin_sentence(selection) == (" It leads the runner-up, `a`, by +0.0066 P@10 over 61 requests (paired 95% "
                                           "interval [-0.0131, +0.0262]).")
     assert margin_sentence({"best": "b"}) == ""  # a selection.json written before margins
+
+
+def test_the_report_shows_each_folds_scores():
+    from bench.t2mr_report import fold_table
+
+    selection = {"best": "b", "scores": {"a": 0.028, "b": 0.042}, "requests": {"a": 300, "b": 300},
+                 "folds": [{"from": "runs/v0", "scores": {"a": 0.10, "b": 0.04}, "requests": {"a": 60, "b": 60}},
+                           {"from": "runs/v1", "scores": {"a": 0.01, "b": 0.0425}, "requests": {"a": 240, "b": 240}},
+                           {"from": "runs/v2", "scores": {}, "requests": {}}]}  # a fold not run yet: no row
+    lines = fold_table(selection).splitlines()
+    assert lines[0] == "| validation fold (its runs' folder) | requests | `a` | `b` |"
+    assert lines[2:] == ["| runs/v0 | 60 | 0.1000 | 0.0400 |", "| runs/v1 | 240 | 0.0100 | 0.0425 |",
+                         "| pooled | 300 | 0.0280 | **0.0420** |"]
+    assert fold_table({**selection, "folds": selection["folds"][:1]}) == ""  # one fold: the scores say it all
+    assert fold_table({"best": "b", "scores": {"b": 0.04}}) == ""  # a selection.json written before folds
