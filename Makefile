@@ -106,16 +106,21 @@ t2mr_folds: venv
 		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
 		$(RQKMEANS_CB1024) || exit 1; done
 
-# the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, then every fold's runs side
-# by side on the GPU (fold F logs to runs/t2mr_val_fF.log); the recipe fails when any fold does
+# the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, then the folds' runs: fold i
+# of T2MR_FOLDS on GPU i mod (GPUs), one fold per GPU at a time, its runs side by side (fold F logs to
+# runs/t2mr_val_fF.log). Each run's CPU threads are capped at cores / (GPUs x T2MR_PARALLEL): ten runs with torch's
+# default thread count stalled 32 cores for 8 min (docs/t2mr.md round 11). The recipe fails when any fold does.
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
 		for V in "rqvae:" "rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do N=$${V%%:*}; O=$${V#*:}; \
 			$(RQVAE_GPU) || exit 1; done; done
-	pids=""; for F in $(T2MR_FOLDS); do \
-		$(BIN)/python -m bench.t2mr_experiments --plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml \
-			--run_dir runs/spotify_val_f$$F --out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) \
-			$(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),) > runs/t2mr_val_f$$F.log 2>&1 & pids="$$pids $$!"; done; \
+	G=$$($(BIN)/python -c "import torch; print(max(1, torch.cuda.device_count()))"); \
+		T=$$(( $$(nproc) / (G * $(T2MR_PARALLEL)) )); [ $$T -ge 1 ] || T=1; pids=""; \
+		for g in $$(seq 0 $$((G - 1))); do ( i=0; for F in $(T2MR_FOLDS); do \
+			if [ $$((i % G)) -eq $$g ]; then CUDA_VISIBLE_DEVICES=$$g OMP_NUM_THREADS=$$T $(BIN)/python -m bench.t2mr_experiments \
+				--plan recipes/SmolLM2-135M-Instruct/t2mr/val_ablation.yaml --run_dir runs/spotify_val_f$$F \
+				--out_dir runs/t2mr_val_f$$F --parallel $(T2MR_PARALLEL) $(if $(T2MR_FOLD_RUNS),--runs $(T2MR_FOLD_RUNS),) \
+				> runs/t2mr_val_f$$F.log 2>&1 || exit 1; fi; i=$$((i + 1)); done ) & pids="$$pids $$!"; done; \
 		for p in $$pids; do wait $$p || exit 1; done
 t2mr_gpu: venv
 	# RQ-VAE tokenizers NAME:OPTIONS, where missing: the paper's; at lr 1e-3 (on 28k tracks the paper's 150 epochs at
