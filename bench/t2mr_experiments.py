@@ -140,6 +140,16 @@ def set_dir(set_name: str, mode: str = "catalog") -> str:
     return f"t2mr_{set_name}" if mode == "catalog" else f"t2mr_{set_name}_{mode}"
 
 
+def run_env(parallel: int) -> dict[str, str]:
+    """The environment of a run's commands: unbuffered output, and, unless OMP_NUM_THREADS is set, CPU threads capped
+    at cores / runs side by side (ten runs with torch's default thread count each stalled 32 cores for 8 min before
+    any reached the GPU, docs/t2mr.md round 11)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "OMP_NUM_THREADS" not in env and parallel > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
 def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
     out = Path(args.out_dir) / run["name"]
     out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +165,7 @@ def run_one(plan: dict, run: dict, args: ExperimentArguments) -> dict:
                 print(" ".join(cmd))
                 continue
             start = time.time()
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=run_env(args.parallel))
             times["sft_seconds" if i == 0 else f"generate_{i}_seconds"] = round(time.time() - start, 1)
             if proc.returncode != 0:
                 return {"name": run["name"], "failed": " ".join(cmd[:4]), "returncode": proc.returncode, **times}

@@ -136,3 +136,20 @@ def test_select_only_chooses_again_from_another_folder_and_trains_nothing(tmp_pa
     assert chosen["best"] == "b" and chosen["args"] == {"max_steps": 9}
     with pytest.raises(SystemExit, match="need a plan with `select`"):
         te.main(["--plan", str(val_plan), "--out_dir", str(out), "--select_only", "true"])
+
+
+def test_runs_side_by_side_share_the_cpu(tmp_path, monkeypatch):
+    envs = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(te.subprocess, "run", lambda cmd, **kw: envs.append(kw["env"]) or Done())
+    monkeypatch.setattr(te.os, "cpu_count", lambda: 32)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = te.ExperimentArguments(plan="p.yaml", out_dir=str(tmp_path / "a"), parallel=5)
+    te.run_one(PLAN, PLAN["runs"][0], args)
+    assert len(envs) == 4 and {e["OMP_NUM_THREADS"] for e in envs} == {"6"}  # the recipe and its 3 generations
+    assert te.run_env(1).get("OMP_NUM_THREADS") is None  # one run alone keeps torch's default
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the caller's choice wins (make t2mr_gpu_folds sets it per GPU)
+    assert te.run_env(5)["OMP_NUM_THREADS"] == "2"
