@@ -232,6 +232,30 @@ def select_best(select: dict) -> dict:
     return chosen
 
 
+def fold_table(selection: dict) -> str:
+    """The selection score of each run on each validation fold, then pooled (request-weighted), from selection.json;
+    '' for one fold or an older file."""
+    folds = [f for f in selection.get("folds", []) if f["scores"]]
+    if len(folds) < 2:
+        return ""
+    runs = list(selection["scores"])
+    lines = ["| validation fold (its runs' folder) | requests | " + " | ".join(f"`{r}`" for r in runs) + " |",
+             "|---|---|" + "---|" * len(runs)]
+    for f in folds:
+        requests = max(f["requests"].values())
+        lines.append(f"| {f['from']} | {requests} | "
+                     + " | ".join(fmt_score(f["scores"].get(r)) for r in runs) + " |")
+    pooled = [fmt_score(selection["scores"][r]) for r in runs]
+    pooled = [f"**{p}**" if r == selection["best"] else p for r, p in zip(runs, pooled)]
+    lines.append(f"| pooled | {max(selection['requests'].values())} | " + " | ".join(pooled) + " |")
+    return "\n".join(lines)
+
+
+def fmt_score(x: float | None) -> str:
+    """A P@10 in the tables: four decimals, '-' where missing."""
+    return "-" if x is None else f"{x:.4f}"
+
+
 def selection_margin(per_fold: list[dict[str, list[float]]], best: str, runner_up: str) -> dict:
     """How sure the choice is: the winner's P@10 minus the runner-up's over the requests both were scored on (the
     folds that have both), with a paired bootstrap interval."""
@@ -283,8 +307,6 @@ def main(argv: list[str] | None = None) -> None:
         saved.write_text(json.dumps(chosen, indent=1))
         print(json.dumps(chosen), flush=True)
         if args.select_only:
-            from bench.t2mr_report import fold_table  # the report imports this module
-
             print(fold_table(chosen))
             return
         plan["runs"] = [{**r, "args": {**chosen["args"], **r.get("args", {})}} if r.get("inherit") == "best" else r

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.t2mr_experiments import set_dir
+from bench.t2mr_experiments import fmt_score as _p
+from bench.t2mr_experiments import fold_table, set_dir
 from common.config import parse_config
 from eval.t2mr import T2MRConfig, run
 
@@ -51,10 +52,6 @@ MASK_LABEL = " [modality mask]"  # label suffix of generations decoded with the 
 RANKING_GROUPS = (("match", "beams"), ("neighbours",))
 # beam counts scored besides every beam the generations hold (eval.t2mr skips counts not below it)
 BEAMS_SCORED = [1, 4, 16, 32]
-
-
-def _p(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
@@ -181,25 +178,6 @@ def margin_sentence(selection: dict) -> str:
             f"requests (paired 95% interval [{lo:+.4f}, {hi:+.4f}]).")
 
 
-def fold_table(selection: dict) -> str:
-    """The selection score of each run on each validation fold, then pooled (request-weighted), from selection.json;
-    '' for one fold or an older file."""
-    folds = [f for f in selection.get("folds", []) if f["scores"]]
-    if len(folds) < 2:
-        return ""
-    runs = list(selection["scores"])
-    lines = ["| validation fold (its runs' folder) | requests | " + " | ".join(f"`{r}`" for r in runs) + " |",
-             "|---|---|" + "---|" * len(runs)]
-    for f in folds:
-        requests = max(f["requests"].values())
-        lines.append(f"| {f['from']} | {requests} | "
-                     + " | ".join(_p(f["scores"].get(r)) for r in runs) + " |")
-    pooled = [_p(selection["scores"][r]) for r in runs]
-    pooled = [f"**{p}**" if r == selection["best"] else p for r, p in zip(runs, pooled)]
-    lines.append(f"| pooled | {max(selection['requests'].values())} | " + " | ".join(pooled) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(T2MRReportConfig, argv)
     val_plan = yaml.safe_load(Path(cfg.val_plan).read_text())
@@ -221,10 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     report = {"selection": selection, "choice": choice}
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.work_dir) / "choice.json").write_text(json.dumps(report, indent=1))
+    folds = fold_table(selection)
     text = (f"## Validation ablation (SFT levers)\n\n{ablation}\n\nSelected by bench.t2mr_experiments: "
             f"`{selection['best']}` (validation score per run: "
             + ", ".join(f"{k} {v:.4f}" for k, v in selection["scores"].items()) + ")." + margin_sentence(selection)
-            + (f"\n\nPer validation fold:\n\n{fold_table(selection)}" if fold_table(selection) else "")
+            + (f"\n\nPer validation fold:\n\n{folds}" if folds else "")
             + f"\n\n## Decoding, ranking and modality weights (validation)\n\n{levers}\n\n"
             f"## Evaluation playlists (reported once)\n\nThe setting chosen on validation: "
             f"{choice['ranking']} ranking, {choice['beams']} beams, {choice['weights']} weights "

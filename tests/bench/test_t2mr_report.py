@@ -65,7 +65,7 @@ def test_the_report_says_how_far_the_winner_leads():
 
 
 def test_the_report_shows_each_folds_scores():
-    from bench.t2mr_report import fold_table
+    from bench.t2mr_experiments import fold_table
 
     selection = {"best": "b", "scores": {"a": 0.028, "b": 0.042}, "requests": {"a": 300, "b": 300},
                  "folds": [{"from": "runs/v0", "scores": {"a": 0.10, "b": 0.04}, "requests": {"a": 60, "b": 60}},
