@@ -206,27 +206,26 @@ def select_best(select: dict) -> dict:
     it."""
     val_plan = yaml.safe_load(Path(select["plan"]).read_text())
     folds = [{"run_dir": val_plan.get("run_dir"), "from": select["from"]}, *select.get("folds", [])]
-    totals: dict[str, list[float]] = {}
+    fold_scores = []  # what each fold gave each run: the table behind the pooled scores (selection.json)
     per_fold: list[dict[str, list[float]]] = []  # fold -> run -> per-request P@10 of its selection variant
-    fold_scores = []  # what each fold gave each run: the table behind the pooled scores
     for fold in folds:
-        per_fold.append({})
-        fold_scores.append({"from": fold["from"], "scores": {}, "requests": {}})
-        for name, (value, requests, per_request) in _fold_scores(val_plan, select["set"], fold).items():
-            total = totals.setdefault(name, [0.0, 0])
-            total[0] += value * requests
-            total[1] += requests
-            per_fold[-1][name] = per_request
-            fold_scores[-1]["scores"][name] = value
-            fold_scores[-1]["requests"][name] = requests
-    scores = {n: t[0] / t[1] for n, t in totals.items()}
+        got = _fold_scores(val_plan, select["set"], fold)
+        fold_scores.append({"from": fold["from"], "scores": {n: v for n, (v, _, _) in got.items()},
+                            "requests": {n: r for n, (_, r, _) in got.items()}})
+        per_fold.append({n: p for n, (_, _, p) in got.items()})
+    requests: dict[str, int] = {}
+    for f in fold_scores:
+        for n, r in f["requests"].items():
+            requests[n] = requests.get(n, 0) + r
+    scores = {n: sum(f["scores"][n] * f["requests"][n] for f in fold_scores if n in f["scores"]) / requests[n]
+              for n in requests}
     if not scores:
         raise RuntimeError(f"select: no finished run in {[f['from'] for f in folds]}")
     order = sorted(scores, key=lambda n: (-scores[n], list(scores).index(n)))  # ties: the earlier (simpler) run
     best = order[0]
     run = next(r for r in val_plan["runs"] if r["name"] == best)
     chosen = {"best": best, "args": run.get("args", {}), "scores": scores,
-              "requests": {n: t[1] for n, t in totals.items()}, "folds": fold_scores}
+              "requests": requests, "folds": fold_scores}
     if len(order) > 1:
         chosen["margin"] = selection_margin(per_fold, best, order[1])
     return chosen
