@@ -8,7 +8,8 @@ Reads the evaluation run of bench.spotify_tokenizers (RUN/splits: 307 train / 77
 2. for both runs writes D_qt with basic and rich templates and from the training playlists' names
    (RUN/dqt/{basic,rich,playlists}/dqt.parquet), basic templates for every track (basic_all: no held-out tracks),
    one request naming the artist per track (artist: rich artist phrasings, every track), one naming its album
-   (album; in these three, rows whose request equals a held-out playlist's name are dropped), and a sample of
+   (album), its decade or year (era), and one naming its artist, song or title words inside a longer playlist name
+   (mention; in these, rows whose request equals a held-out playlist's name are dropped), and a sample of
    training playlists as the "seen" request set (RUN/splits/seen/playlists_eval.jsonl).
 Steps whose outputs exist are skipped. The GPU side: bench/t2mr_experiments.py.
 """
@@ -93,7 +94,11 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
                                    "test_fraction": 0.0, **held_out}),
                         # one request per track with a year that names its decade or year ("80s hits", ...)
                         ("era", {"mode": "template", "templates": "rich", "intents": "era", "num_queries": 1,
-                                 "test_fraction": 0.0, **held_out})):
+                                 "test_fraction": 0.0, **held_out}),
+                        # one request per track naming its artist, song or title words inside a longer playlist
+                        # name ("ARTIST live tour setlist", "TITLE - ARTIST", ...)
+                        ("mention", {"mode": "template", "templates": "rich", "intents": "mention",
+                                     "num_queries": 1, "test_fraction": 0.0, **held_out})):
         out = run / "dqt" / name
         if not (out / "dqt.parquet").exists():
             dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), **{"num_queries": cfg.num_queries, **extra}))

@@ -71,7 +71,8 @@ class DqtConfig(ClientConfig):
     num_queries: int = field(default=3, metadata={"help": "requests per track (one intent per query slot)"})
     intents: str | None = field(default=None, metadata={
         "help": "only these intents, comma-separated (e.g. artist: one request naming the artist per slot); "
-                f"of {', '.join(INTENTS)}, or the opt-in {', '.join(OPT_IN_INTENTS)} (the album by its name). "
+                f"of {', '.join(INTENTS)}, or the opt-in {', '.join(OPT_IN_INTENTS)} (the album by its name; "
+                "the artist, song or title words inside a longer playlist name). "
                 "Tracks that support none of them get no row and are counted as skipped_no_intent"})
     max_tracks: int | None = field(default=None, metadata={"help": "only the first N tracks in catalog order"})
     mode: str = field(default="llm", metadata={

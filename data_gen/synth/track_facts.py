@@ -16,7 +16,7 @@ FACT_COLUMNS = ["track_id", "title", "artist", "album", "artist_roles", "tags", 
 # Query intents (D_qt), in the order the generators cycle through them per query slot.
 INTENTS: tuple[str, ...] = ("artist", "genre", "era", "mood", "activity", "combination")
 # Intents used only when asked for (`music3m-dqt --intents album`), so the default D_qt stays as it was.
-OPT_IN_INTENTS: tuple[str, ...] = ("album",)
+OPT_IN_INTENTS: tuple[str, ...] = ("album", "mention")
 INTENT_HELP: dict[str, str] = {
     "artist": "names the artist (optionally the song or album)",
     "genre": "asks for a genre or style, without naming the artist",
@@ -25,6 +25,8 @@ INTENT_HELP: dict[str, str] = {
     "activity": "describes a situation or activity the music is for (workout, studying, road trip ...)",
     "combination": "mixes two or more of the above (e.g. an era and a mood, or a genre and an activity)",
     "album": "names the album or compilation the track is on (its words, as a playlist name would use them)",
+    "mention": "names the artist, the song or words of its title inside a longer playlist name, among other words "
+               "(a tour, a year, a genre)",
 }
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # (upper BPM bound, tempo word, activities) -- a heuristic map from tempo to the situations people ask for.
@@ -98,7 +100,8 @@ class TrackFacts:
         has = {"artist": bool(self.artist), "genre": bool(self.tags), "era": bool(self.year),
                "mood": self.feel is not None, "activity": self.tempo_bpm is not None}
         has["combination"] = sum(has.values()) >= 2
-        return (tuple(i for i in INTENTS if has[i]) or ("combination",)) + (("album",) if self.album else ())
+        opt_in = (("album",) if self.album else ()) + (("mention",) if self.artist or self.title else ())
+        return (tuple(i for i in INTENTS if has[i]) or ("combination",)) + opt_in
 
 
 def _clip(text: str | None, max_chars: int) -> str | None:

@@ -135,3 +135,35 @@ def test_rich_requests_name_the_decade_as_playlists_do_and_change_nothing_else(m
     for k, q in spoken.items():
         long = template_query(FULL, *k, seed=0, style="rich")
         assert q == long or " ".join("1980s" if w in forms else w for w in q.split()) == long, k
+
+
+def test_mention_requests_name_the_artist_or_title_words_among_other_words():
+    assert all(intent_for(TrackFacts(**{**FULL.__dict__, "track_id": f"x{i}"}), s, 0) not in OPT_IN_INTENTS
+               for i in range(50) for s in range(6))  # opt-in: the default D_qt is what it was
+    assert {intent_for(FULL, s, 0, allowed=("artist", "album")) for s in range(14)} == {"artist", "album"}
+    song = TrackFacts(track_id="m", title="Ritmo Do Meu Flow (Village 2019 Anthem)", artist="D-Rashid",
+                      album="Flow Sessions", tags=("latin pop",), year=2019, tempo_bpm=120, mode=1)
+    assert intent_for(song, 0, 0, allowed=("mention",)) == "mention"
+    names = {"d-rashid", "flow sessions", "ritmo do meu flow (village 2019 anthem)"}
+    title_words = "ritmo do meu flow village 2019 anthem"
+    queries = [template_query(song, "mention", slot, seed=0, style="rich").lower() for slot in range(80)]
+    for q in queries:  # every request names the artist, the song, the album or a run of 2+ title or album words
+        assert any(n in q for n in names) or any(" ".join(q.split()[i:i + 2]) in title_words + " flow sessions"
+                                                 for i in range(len(q.split()) - 1)), q
+    assert sum(q.startswith("d-rashid ") or q.endswith(" d-rashid") for q in queries) >= 10  # among other words
+    assert any(w in q for q in queries for w in ("tour", "live", "setlist", "deluxe", "2019", "latin pop"))
+    assert any(q.split() != q.split()[:1] and "d-rashid" not in q for q in queries)  # title words alone
+    cased = [template_query(song, "mention", slot, seed=0, style="rich") for slot in range(80)]
+    assert any(q.isupper() for q in cased) and any(q == q.lower() for q in cased)
+    assert len(set(queries)) > 40 and cased == [template_query(song, "mention", s, 0, "rich") for s in range(80)]
+
+
+def test_mention_requests_for_every_track_with_an_artist_or_title(tmp_path):
+    run_dir, _, counts, rows = _one_intent_dqt(tmp_path, "mention")
+    catalog = pq.read_table(run_dir / "catalog.parquet", columns=["track_id", "title", "artist", "album"]).to_pylist()
+    named = {r["track_id"]: r for r in catalog if r["title"] or r["artist"]}
+    assert counts["rows"] + counts["skipped_no_intent"] == 15 and counts["rows"] == len(named) == len(rows)
+    for r in rows:
+        track, q = named[r["track_id"]], r["query"].lower()
+        words = {w.strip("()[]").lower() for w in f"{track['title']} {track['artist']} {track['album']}".split()}
+        assert r["intent"] == "mention" and words & {w.strip("()[]") for w in q.split()}, (q, track)
