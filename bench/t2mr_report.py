@@ -21,7 +21,9 @@ import yaml
 
 from bench.t2mr_experiments import fmt_score as _p
 from bench.t2mr_experiments import fold_table, set_dir
+from bench.t2mr_pool import pool
 from common.config import parse_config
+from eval.common import fmt_interval
 from eval.t2mr import T2MRConfig, run
 
 
@@ -39,6 +41,11 @@ class T2MRReportConfig:
     baselines: list[str] = field(default_factory=lambda: ["bm25", "dense"], metadata={
         "help": "text baselines of the final table (bm25, dense, artist_track_name)"})
     out: str = field(default="runs/t2mr_report/t2mr_results.md", metadata={"help": "markdown report"})
+    val_folds: list[str] = field(default_factory=list, metadata={
+        "help": "choose the decoding and ranking on these validation folds instead of val_dir's run: RUN_DIR=OUT_DIR "
+                "pairs of bench.t2mr_experiments (e.g. runs/spotify_val_f1=runs/t2mr_val_f1); every ranking and beam "
+                "count with equal weights, P@10 pooled over the folds' requests. No weights are tuned: weights tuned "
+                "on one fold's features do not carry over to another's"})
     final: bool = field(default=True, metadata={
         "help": "also score the evaluation playlists (false: validation only, to settle the choices first)"})
 
@@ -50,6 +57,8 @@ def _gen(out_dir: str, name: str, set_name: str, mode: str = "catalog") -> Path:
 MASK_LABEL = " [modality mask]"  # label suffix of generations decoded with the per-modality mask
 # rankings scored on validation; each group shares the modality weights tuned on its first ranking
 RANKING_GROUPS = (("match", "beams"), ("neighbours",))
+# rankings scored over several validation folds (choose_setting_folds; equal weights)
+FOLD_RANKINGS = ("match", "beams", "neighbours")
 # beam counts scored besides every beam the generations hold (eval.t2mr skips counts not below it)
 BEAMS_SCORED = [1, 4, 16, 32]
 
@@ -57,6 +66,8 @@ BEAMS_SCORED = [1, 4, 16, 32]
 def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
     run_dir, names = plan["run_dir"], [r["name"] for r in plan["runs"]]
     done = [n for n in names if _gen(cfg.val_dir, n, "val").exists()]
+    if not done:  # e.g. only the folds of --val_folds were trained
+        return f"No validation generations in {cfg.val_dir}.", {}
     val_set = plan["sets"]["val"].replace("{R}", run_dir)
     seen_set = plan["sets"]["seen"].replace("{R}", run_dir)
     base = dict(run_dir=run_dir, unimodal=False, num_beams=16, k=10)
@@ -140,6 +151,37 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     return "\n".join(lines), choice
 
 
+def choose_setting_folds(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, dict]:
+    """Ranking and beams of the selected run with equal weights, P@10 pooled over the validation folds
+    -> (table, choice)."""
+    paths, kinds = [], {}
+    for i, spec in enumerate(cfg.val_folds):
+        run_dir, _, out_dir = spec.partition("=")
+        gen = _gen(out_dir, best, "val")
+        if not out_dir or not gen.exists():
+            raise SystemExit(f"--val_folds {spec!r}: no generations of {best} at {gen} (RUN_DIR=OUT_DIR expected)")
+        result = run(T2MRConfig(run_dir=run_dir, playlists=plan["sets"]["val"].replace("{R}", run_dir),
+                                out_dir=f"{cfg.work_dir}/choose_folds/{i}", generations=[f"{best}={gen}"],
+                                unimodal=False, rankings=list(FOLD_RANKINGS), beams_used=BEAMS_SCORED,
+                                baselines=["bm25"], diagnostics=False))
+        kinds.update({k: (v["ranking"], v["beams"]) for k, v in result["systems"].items() if "ranking" in v})
+        paths.append(f"{cfg.work_dir}/choose_folds/{i}/t2mr.json")
+    pooled = pool(paths)
+    rows = {k: v for k, v in pooled.items() if k in kinds}
+    chosen = max(rows, key=lambda k: rows[k]["P@10"])
+    key = "P@10 - BM25 95% CI"
+    lines = [f"| variant (run {best}, equal weights) | ranking | beams | requests | P@10 pooled | "
+             "P@10 - BM25, paired |", "|---|---|---|---|---|---|"]
+    for k in sorted(rows, key=lambda k: -rows[k]["P@10"]):
+        lines.append(f"| {k}{' (chosen)' if k == chosen else ''} | {kinds[k][0]} | {kinds[k][1]} | "
+                     f"{rows[k]['requests']} | {_p(rows[k]['P@10'])} | {fmt_interval(rows[k].get(key))} |")
+    lines.append(f"| BM25 | | | {pooled['BM25']['requests']} | {_p(pooled['BM25']['P@10'])} | |")
+    relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
+    ranking, beams = kinds[chosen]
+    return "\n".join(lines), {"label": chosen, "ranking": ranking, "beams": beams, "mode": "catalog",
+                              "weights": "equal", "relevance": relevance, "folds": cfg.val_folds}
+
+
 def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
     run_dir = plan["run_dir"]
     mode = choice.get("mode", "catalog")
@@ -184,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     eval_plan = yaml.safe_load(Path(cfg.eval_plan).read_text())
     selection = json.loads((Path(cfg.eval_dir) / "selection.json").read_text())
     ablation, val = validation(cfg, val_plan)
-    levers, choice = choose_setting(cfg, val_plan, selection["best"])
+    choose = choose_setting_folds if cfg.val_folds else choose_setting
+    levers, choice = choose(cfg, val_plan, selection["best"])
     if not cfg.final:
         print(f"{ablation}\n\n{levers}\n\n{json.dumps(choice)}")
         return

@@ -77,3 +77,38 @@ def test_the_report_shows_each_folds_scores():
                          "| pooled | 300 | 0.0280 | **0.0420** |"]
     assert fold_table({**selection, "folds": selection["folds"][:1]}) == ""  # one fold: the scores say it all
     assert fold_table({"best": "b", "scores": {"b": 0.04}}) == ""  # a selection.json written before folds
+
+
+def _two_folds(tmp_path, members: tuple[str, str]):
+    folds = []
+    for i, members_by in enumerate(members):
+        cfg, plan = _setup(tmp_path / f"f{i}", members_by)
+        folds.append(f"{plan['run_dir']}={cfg.val_dir}")
+    return T2MRReportConfig(work_dir=str(tmp_path / "work"), relevance=None, val_folds=folds), plan
+
+
+@pytest.mark.parametrize("members, ranking", [(("content", "content"), "neighbours"), (("codes", "codes"), "match")])
+def test_the_choice_over_folds_pools_their_requests(tmp_path, members, ranking):
+    from bench.t2mr_report import choose_setting_folds
+
+    cfg, plan = _two_folds(tmp_path, members)
+    table, choice = choose_setting_folds(cfg, plan, "best")
+    assert choice["ranking"] == ranking and choice["weights"] == "equal" and choice["folds"] == cfg.val_folds, table
+    assert "(chosen)" in table.splitlines()[2] and "| 8 |" in table.splitlines()[2]  # 4 requests per fold
+    # the chosen row is the best mean over both folds' requests, read back from each fold's own scores
+    per = [json.loads((tmp_path / "work" / "choose_folds" / str(i) / "t2mr.json").read_text())["systems"]
+           for i in range(2)]
+    pooled = {k: np.mean(per[0][k]["P@10 per request"] + per[1][k]["P@10 per request"]) for k in per[0]
+              if "ranking" in per[0][k]}
+    assert pooled[choice["label"]] == max(pooled.values())
+    row = per[0][choice["label"]]
+    assert (row["ranking"], row["beams"]) == (choice["ranking"], choice["beams"])
+
+
+def test_the_choice_over_folds_names_a_fold_without_generations(tmp_path):
+    from bench.t2mr_report import choose_setting_folds
+
+    cfg, plan = _two_folds(tmp_path, ("content", "codes"))
+    cfg.val_folds[1] = cfg.val_folds[1].split("=")[0] + f"={tmp_path / 'missing'}"
+    with pytest.raises(SystemExit, match="missing"):
+        choose_setting_folds(cfg, plan, "best")
