@@ -106,14 +106,16 @@ t2mr_folds: venv
 		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
 		$(RQKMEANS_CB1024) || exit 1; done
 
-# the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, then the folds' runs: fold i
+# the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, each reusing fold 0's
+# checkpoints of the modalities whose inputs are the same (BM, MC, SC, RI; ST and TC depend on the fold's playlists,
+# docs/t2mr.md round 11), then the folds' runs: fold i
 # of T2MR_FOLDS on GPU i mod (GPUs), one fold per GPU at a time, its runs side by side (fold F logs to
 # runs/t2mr_val_fF.log). Each run's CPU threads are capped at cores / (GPUs x T2MR_PARALLEL): ten runs with torch's
 # default thread count stalled 32 cores for 8 min (docs/t2mr.md round 11). The recipe fails when any fold does.
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
 		for V in "rqvae:" "rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do N=$${V%%:*}; O=$${V#*:}; \
-			$(RQVAE_GPU) || exit 1; done; done
+			$(RQVAE_GPU) --reuse_from runs/spotify_val/tokenizers/$$N || exit 1; done; done
 	G=$$($(BIN)/python -c "import torch; print(max(1, torch.cuda.device_count()))"); \
 		T=$$(( $$(nproc) / (G * $(T2MR_PARALLEL)) )); [ $$T -ge 1 ] || T=1; pids=""; \
 		for g in $$(seq 0 $$((G - 1))); do ( i=0; for F in $(T2MR_FOLDS); do \

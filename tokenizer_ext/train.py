@@ -12,6 +12,7 @@ FusID's co-occurrence pairs come only from the training playlists and training t
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.config import parse_config
-from common.manifest import config_hash, write_manifest
-from common.registry import parse_modalities
+from common.manifest import config_hash, file_sha256, write_manifest
+from common.registry import get_modality, parse_modalities
 from data_gen.catalog.track_split import split_tracks
 from data_gen.vectorize.embeddings import EmbeddingStore
 from tokenizer_ext.config import JOINT_METHODS, TokenizerConfig
@@ -43,6 +44,10 @@ class TrainConfig(TokenizerConfig):
     out_dir: str | None = field(default=None, metadata={
         "help": "tokenizer directory (default RUN_DIR/tokenizers/METHOD)"})
     overwrite: bool = field(default=False, metadata={"help": "retrain modalities whose checkpoint is up to date"})
+    reuse_from: str | None = field(default=None, metadata={
+        "help": "another tokenizer folder (e.g. the same settings on another run of the same catalog): a modality "
+                "whose checkpoint there was trained with these settings on the same tracks, presence, train/test "
+                "split and embedding bytes is copied instead of trained; the others are trained"})
 
 
 def write_split(out_dir: Path, track_ids: list[str], is_test: np.ndarray, cfg: TrainConfig) -> dict:
@@ -74,14 +79,52 @@ def _clear_for_training(out_dir: Path, modality: str) -> None:
         tmp.replace(log_path)
 
 
+def _settings(cfg: TrainConfig, store: EmbeddingStore, modality: str) -> str:
+    """The checkpoint-reuse key of a modality: the model settings and its embeddings' settings, width and count."""
+    info = store.info(modality)
+    return config_hash({**cfg.model_settings(), "modality": modality,
+                        "embeddings": {k: info.get(k) for k in ("settings", "dim", "present")}})
+
+
+def _copy_checkpoint(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, settings: str,
+                     out_dir: Path) -> bool:
+    """--reuse_from: copy the modality's checkpoint from that tokenizer folder when it was trained with these model
+    settings on the same tracks (in the same order), presence, train/test split and embedding bytes; its record gets
+    this run's key and says where it came from. -> whether it was copied (the reason is printed when not)."""
+    src = Path(cfg.reuse_from)
+    record_path = src / modality / CHECKPOINT_RECORD
+    manifest = src / "manifest.json"
+    if not record_path.exists() or not manifest.exists():
+        print(f"[{modality}] not reused: no finished checkpoint in {src}", file=sys.stderr)
+        return False
+    src_store = EmbeddingStore(json.loads(manifest.read_text())["config"]["run_dir"])
+    record = json.loads(record_path.read_text())
+    test_ids = "".join(t + "\n" for t, test in zip(store.track_ids, is_test) if test)
+    matrix = f"{get_modality(modality).name}.npy"
+    checks = (("model settings", lambda: record.get("settings") == _settings(cfg, src_store, modality)),
+              ("tracks", lambda: src_store.track_ids == store.track_ids),
+              ("presence", lambda: np.array_equal(src_store.presence(modality), store.presence(modality))),
+              ("train/test split", lambda: (src / "test_tracks.txt").read_text() == test_ids),
+              ("embeddings", lambda: file_sha256(src_store.dir / matrix) == file_sha256(store.dir / matrix)))
+    differ = next((what for what, same in checks if not same()), None)
+    if differ:
+        print(f"[{modality}] not reused from {src}: other {differ}", file=sys.stderr)
+        return False
+    _clear_for_training(out_dir, modality)
+    shutil.copytree(src / modality, out_dir / modality, dirs_exist_ok=True)
+    record = {**record, "settings": settings, "reused_from": str(src / modality)}
+    (out_dir / modality / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")  # written last
+    return True
+
+
 def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, out_dir: Path):
     """-> ("reused", quantizer, record) when the checkpoint matches the settings and inputs; ("skipped", None,
     record) without 2 present training rows; else ("train", (load train rows, load test rows), partial record): the
     loaders read the memory-mapped matrix when called, so several modalities need not sit in memory at once."""
-    info = store.info(modality)
-    settings = config_hash({**cfg.model_settings(), "modality": modality,
-                            "embeddings": {k: info.get(k) for k in ("settings", "dim", "present")}})
+    settings = _settings(cfg, store, modality)
     ckpt_dir, record_path = out_dir / modality, out_dir / modality / CHECKPOINT_RECORD
+    if not cfg.overwrite and cfg.reuse_from and not record_path.exists():
+        _copy_checkpoint(modality, cfg, store, is_test, settings, out_dir)
     if record_path.exists() and not cfg.overwrite:
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings:

@@ -172,3 +172,37 @@ def test_grouped_matmul_dtype_auto_is_bf16_on_cuda_only_and_keys_the_checkpoint(
     explicit = TrainConfig(run_dir="r", grouped=True, device="cpu", grouped_matmul_dtype="bfloat16")
     assert explicit.model_settings()["grouped_matmul_dtype"] == "bfloat16"
     assert "grouped_matmul_dtype" not in TrainConfig(run_dir="r", device="cuda").model_settings()  # not grouped
+
+
+def test_reuse_from_copies_checkpoints_trained_on_the_same_inputs_only(run_dir, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other" / "run"  # another run of the same catalog whose MC embeddings differ
+    shutil.copytree(run_dir, other)
+    mc = np.load(other / "embeddings" / "MC.npy")
+    mc[0] *= 2
+    np.save(other / "embeddings" / "MC.npy", mc)
+    base = ["--epochs", "1", "--device", "cpu", "--modalities", "SC,MC,RI"]
+    main(["--run_dir", str(run_dir), "--out_dir", str(tmp_path / "a"), *base])
+    capsys.readouterr()
+    main(["--run_dir", str(other), "--out_dir", str(tmp_path / "b"), "--reuse_from", str(tmp_path / "a"), *base])
+    captured = capsys.readouterr()
+    assert "| SC | reused |" in captured.out and "| RI | reused |" in captured.out, captured.out
+    assert "| MC | trained |" in captured.out and "[MC] not reused from" in captured.err
+    assert "other embeddings" in captured.err
+    for m in ("SC", "RI"):
+        record = json.loads((tmp_path / "b" / m / "checkpoint.json").read_text())
+        assert record["reused_from"] == str(tmp_path / "a" / m)
+        assert all((tmp_path / "b" / m / f.name).read_bytes() == f.read_bytes()
+                   for f in (tmp_path / "a" / m).iterdir() if f.name != "checkpoint.json")
+    # the same token database as training the other run from scratch (one-thread training is deterministic)
+    main(["--run_dir", str(other), "--out_dir", str(tmp_path / "c"), *base])
+    reused, scratch = TokenDB.load(tmp_path / "b"), TokenDB.load(tmp_path / "c")
+    for m in ("SC", "MC", "RI"):
+        np.testing.assert_array_equal(reused.codes[m], scratch.codes[m])
+    # other model settings: nothing is copied
+    capsys.readouterr()
+    main(["--run_dir", str(other), "--out_dir", str(tmp_path / "d"), "--reuse_from", str(tmp_path / "a"), *base,
+          "--lr", "0.01"])
+    captured = capsys.readouterr()
+    assert captured.out.count("| trained |") == 3 and captured.err.count("other model settings") == 3
