@@ -45,9 +45,10 @@ class TrainConfig(TokenizerConfig):
         "help": "tokenizer directory (default RUN_DIR/tokenizers/METHOD)"})
     overwrite: bool = field(default=False, metadata={"help": "retrain modalities whose checkpoint is up to date"})
     reuse_from: str | None = field(default=None, metadata={
-        "help": "another tokenizer folder (e.g. the same settings on another run of the same catalog): a modality "
-                "whose checkpoint there was trained with these settings on the same tracks, presence, train/test "
-                "split and embedding bytes is copied instead of trained; the others are trained"})
+        "help": "another tokenizer folder (e.g. the same settings on another run of the same catalog; its run is the "
+                "run_dir of its manifest.json): a modality whose checkpoint there was trained with these settings on "
+                "the same tracks, presence, train/test split and embedding bytes is copied instead of trained; the "
+                "others are trained"})
 
 
 def write_split(out_dir: Path, track_ids: list[str], is_test: np.ndarray, cfg: TrainConfig) -> dict:
