@@ -102,7 +102,7 @@ def load_queries(playlists: str | Path, track_ids: list[str]) -> tuple[list[str]
 
 
 def score(ranked: np.ndarray, relevant: list[list[int]], k: int) -> dict:
-    m = ranking_metrics(ranked, relevant, KS)
+    m = ranking_metrics(ranked, relevant, sorted(set(KS) | {k}))  # the depth may be beyond P@1..10
     out = {f"P@{i}": m[f"precision@{i}"] for i in KS}
     out.update({f"R@{k}": m[f"recall@{k}"], f"Hit@{k}": m[f"hit@{k}"], f"nDCG@{k}": ndcg_at_k(ranked, relevant, k)})
     return out

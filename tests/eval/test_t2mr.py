@@ -227,3 +227,14 @@ def test_neighbours_ranking_weighs_the_content_a_joint_group_stands_for(tmp_path
                                                              k=10, ranking="neighbours").rows] for g in generations]
     assert expected[0] != expected[1] and expected[0] != db.track_ids[:10]  # the requests rank differently
     assert systems["Fu weights BMonly"]["ranked_track_ids"] == expected
+
+
+def test_scores_at_a_depth_beyond_ten():
+    from eval.t2mr import score
+
+    ranked = np.array([list(range(20)), list(range(20, 40))])
+    relevant = [[0, 15, 99], [39]]  # request 0: hits at ranks 1 and 16; request 1: a hit at rank 20
+    deep, top10 = score(ranked, relevant, 20), score(ranked[:, :10], relevant, 10)
+    assert deep["R@20"] == pytest.approx((2 / 3 + 1) / 2) and deep["Hit@20"] == 1.0
+    assert top10["R@10"] == pytest.approx(1 / 6) and top10["Hit@10"] == 0.5
+    assert deep["P@10"] == top10["P@10"] == pytest.approx(0.05) and "P@20" not in deep
