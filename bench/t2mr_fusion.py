@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from bench.t2mr_pool import show, table
 from common.config import parse_config
-from eval.common import fmt_interval, markdown_table
 from eval.metrics import bootstrap_ci
 from eval.t2mr import load_queries
 
@@ -36,7 +36,6 @@ class FusionConfig:
         "help": "ALIAS=LABEL pairs: the systems to fuse (their labels in every t2mr.json), e.g. bm25=BM25"})
     reference: str = field(default="bm25", metadata={"help": "alias the paired differences are taken against"})
     rrf_k: float = field(default=60.0, metadata={"help": "reciprocal-rank constant: a rank r adds 1 / (rrf_k + r)"})
-    k: int = field(default=10, metadata={"help": "precision cut-off"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
     out: str | None = field(default=None, metadata={"help": "also write the table (markdown) here"})
 
@@ -60,7 +59,7 @@ def _pairs(specs: list[str], what: str) -> list[tuple[str, str]]:
 
 def fused_precision(result: str | Path, playlists: str | Path, systems: list[tuple[str, str]], rrf_k: float = 60.0,
                     k: int = 10) -> dict[str, list[float]]:
-    """One request set -> {"a+b": P@k per request} for every non-empty combination of the systems."""
+    """One request set -> {"a+b": P@k per request} for every non-empty combination of the systems (the table: k 10)."""
     data = json.loads(Path(result).read_text())
     catalog = Path(data["config"]["run_dir"]) / "catalog.parquet"
     track_ids = pq.read_table(catalog, columns=["track_id"]).column("track_id").to_pylist()
@@ -89,19 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--reference {cfg.reference!r} is none of the --systems aliases")
     per: dict[str, list[float]] = {}
     for result, playlists in _pairs(cfg.sets, "sets"):
-        for combo, values in fused_precision(result, playlists, systems, cfg.rrf_k, cfg.k).items():
+        for combo, values in fused_precision(result, playlists, systems, cfg.rrf_k).items():
             per.setdefault(combo, []).extend(values)
     ref = np.asarray(per[cfg.reference])
-    rows = [[combo, str(len(v)), f"{np.mean(v):.4f}", fmt_interval(bootstrap_ci(np.asarray(v), seed=cfg.seed)),
-             "" if combo == cfg.reference else fmt_interval(bootstrap_ci(np.asarray(v), ref, seed=cfg.seed))]
-            for combo, v in sorted(per.items(), key=lambda kv: -np.mean(kv[1]))]
-    text = markdown_table(["fused systems (reciprocal ranks)", "requests", f"P@{cfg.k}", "95% interval",
-                           f"P@{cfg.k} - {cfg.reference}, paired"], rows)
-    print(text)
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(text + "\n")
-
+    pooled = {combo: {"requests": len(v), "files": len(cfg.sets), "P@10": float(np.mean(v)),
+                      "P@10 95% CI": bootstrap_ci(np.asarray(v), seed=cfg.seed),
+                      **({} if combo == cfg.reference else
+                         {f"P@10 - {cfg.reference} 95% CI": bootstrap_ci(np.asarray(v), ref, seed=cfg.seed)})}
+              for combo, v in per.items()}
+    show(table(pooled, cfg.reference), cfg.out)
 
 if __name__ == "__main__":
     main()

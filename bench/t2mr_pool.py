@@ -65,13 +65,17 @@ def table(pooled: dict[str, dict], reference: str = "BM25") -> str:
     return markdown_table(["system", "requests", "files", "P@10", "95% interval", f"P@10 - {reference}, paired"], rows)
 
 
+def show(text: str, out: str | None = None) -> None:
+    """Print a table and, with `out`, also write it there."""
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(PoolConfig, argv)
-    text = table(pool(cfg.results, cfg.reference, cfg.seed), cfg.reference)
-    print(text)
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(text + "\n")
+    show(table(pool(cfg.results, cfg.reference, cfg.seed), cfg.reference), cfg.out)
 
 
 if __name__ == "__main__":

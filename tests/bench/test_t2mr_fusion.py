@@ -42,8 +42,8 @@ def test_fusion_of_two_half_right_lists_finds_the_whole_playlist(tmp_path, capsy
     spec2 = _set(tmp_path, "f2", IDS[5:10] + IDS[20:25], IDS[:10], relevant)
     main(["--sets", spec, spec2, "--systems", "a=A", "b=B", "--reference", "a", "--out", str(tmp_path / "t.md")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].startswith("| a+b | 2 | 1.0000 |") and lines[3].startswith("| b | 2 | 0.7500 |")
-    assert lines[4].startswith("| a | 2 | 0.5000 |") and (tmp_path / "t.md").read_text().splitlines() == lines
+    assert lines[2].startswith("| a+b | 2 | 2 | 1.0000 |") and lines[3].startswith("| b | 2 | 2 | 0.7500 |")
+    assert lines[4].startswith("| a | 2 | 2 | 0.5000 |") and (tmp_path / "t.md").read_text().splitlines() == lines
 
 
 def test_requests_must_be_those_the_result_scored(tmp_path):
