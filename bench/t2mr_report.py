@@ -104,6 +104,11 @@ def validation(cfg: T2MRReportConfig, plan: dict) -> tuple[str, dict]:
     return "\n".join(lines), {"val": val, "seen": seen}
 
 
+def _relevance(cfg: T2MRReportConfig) -> str | None:
+    """The relevance model's folder when it was given and exists (else modality selection is not scored)."""
+    return cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
+
+
 def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, dict]:
     """Decoding, ranking and modality weights of the selected run, scored on validation -> (table, choice)."""
     run_dir = plan["run_dir"]
@@ -112,7 +117,7 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     gens = [gen]
     if _gen(cfg.val_dir, best, "val", "modality").exists():  # the same model decoded with the per-modality mask
         gens.append(f"{best}{MASK_LABEL}={_gen(cfg.val_dir, best, 'val', 'modality')}")
-    relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
+    relevance = _relevance(cfg)
     rows, tuned = {}, {}
     for group in RANKING_GROUPS:  # weights are tuned per group, on the group's first ranking
         out = f"{cfg.work_dir}/choose" + ("" if group == RANKING_GROUPS[0] else f"/{group[0]}")
@@ -176,7 +181,7 @@ def choose_setting_folds(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[
         lines.append(f"| {k}{' (chosen)' if k == chosen else ''} | {kinds[k][0]} | {kinds[k][1]} | "
                      f"{rows[k]['requests']} | {_p(rows[k]['P@10'])} | {fmt_interval(rows[k].get(key))} |")
     lines.append(f"| BM25 | | | {pooled['BM25']['requests']} | {_p(pooled['BM25']['P@10'])} | |")
-    relevance = cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
+    relevance = _relevance(cfg)
     ranking, beams = kinds[chosen]
     return "\n".join(lines), {"label": chosen, "ranking": ranking, "beams": beams, "mode": "catalog",
                               "weights": "equal", "relevance": relevance, "folds": cfg.val_folds}

@@ -87,35 +87,34 @@ def _settings(cfg: TrainConfig, store: EmbeddingStore, modality: str) -> str:
                         "embeddings": {k: info.get(k) for k in ("settings", "dim", "present")}})
 
 
-def _copy_checkpoint(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, settings: str,
-                     out_dir: Path) -> bool:
+def _copy_checkpoint(modality: str, cfg: TrainConfig, store: EmbeddingStore, settings: str, out_dir: Path) -> None:
     """--reuse_from: copy the modality's checkpoint from that tokenizer folder when it was trained with these model
-    settings on the same tracks (in the same order), presence, train/test split and embedding bytes; its record gets
-    this run's key and says where it came from. -> whether it was copied (the reason is printed when not)."""
+    settings on the same tracks (in the same order), presence, train/test split (its test_tracks.txt against the one
+    write_split wrote here) and embedding bytes; its record gets this run's key and says where it came from. When
+    not copied, the reason is printed."""
     src = Path(cfg.reuse_from)
     record_path = src / modality / CHECKPOINT_RECORD
     manifest = src / "manifest.json"
     if not record_path.exists() or not manifest.exists():
         print(f"[{modality}] not reused: no finished checkpoint in {src}", file=sys.stderr)
-        return False
+        return
     src_store = EmbeddingStore(json.loads(manifest.read_text())["config"]["run_dir"])
     record = json.loads(record_path.read_text())
-    test_ids = "".join(t + "\n" for t, test in zip(store.track_ids, is_test) if test)
     matrix = f"{get_modality(modality).name}.npy"
     checks = (("model settings", lambda: record.get("settings") == _settings(cfg, src_store, modality)),
               ("tracks", lambda: src_store.track_ids == store.track_ids),
               ("presence", lambda: np.array_equal(src_store.presence(modality), store.presence(modality))),
-              ("train/test split", lambda: (src / "test_tracks.txt").read_text() == test_ids),
+              ("train/test split", lambda: (src / "test_tracks.txt").read_bytes()
+               == (out_dir / "test_tracks.txt").read_bytes()),
               ("embeddings", lambda: file_sha256(src_store.dir / matrix) == file_sha256(store.dir / matrix)))
     differ = next((what for what, same in checks if not same()), None)
     if differ:
         print(f"[{modality}] not reused from {src}: other {differ}", file=sys.stderr)
-        return False
+        return
     _clear_for_training(out_dir, modality)
     shutil.copytree(src / modality, out_dir / modality, dirs_exist_ok=True)
     record = {**record, "settings": settings, "reused_from": str(src / modality)}
     (out_dir / modality / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")  # written last
-    return True
 
 
 def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_test: np.ndarray, out_dir: Path):
@@ -125,7 +124,7 @@ def _reuse_or_rows(modality: str, cfg: TrainConfig, store: EmbeddingStore, is_te
     settings = _settings(cfg, store, modality)
     ckpt_dir, record_path = out_dir / modality, out_dir / modality / CHECKPOINT_RECORD
     if not cfg.overwrite and cfg.reuse_from and not record_path.exists():
-        _copy_checkpoint(modality, cfg, store, is_test, settings, out_dir)
+        _copy_checkpoint(modality, cfg, store, settings, out_dir)
     if record_path.exists() and not cfg.overwrite:
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings:
