@@ -39,10 +39,10 @@ from tokenizer_ext.token_db import TokenDB
 
 
 def row(label, batch, fast=False, compile=False, liger=False, fused_ce=False, checkpointing=False, workers=0,
-        host_sync=False, fuse=False, fp8=False, compile_mode="default") -> dict:
+        host_sync=False, fuse=False, fp8=False, compile_mode="default", compile_loss=False, fused_clip=False) -> dict:
     return dict(label=label, batch=batch, fast=fast, compile=compile, liger=liger, fused_ce=fused_ce,
                 checkpointing=checkpointing, workers=workers, host_sync=host_sync, fuse=fuse, fp8=fp8,
-                compile_mode=compile_mode)
+                compile_mode=compile_mode, compile_loss=compile_loss, fused_clip=fused_clip)
 
 
 # TRL's SFTConfig turns gradient checkpointing on by default; the fast path turns it off (peak memory stays far below
@@ -67,6 +67,16 @@ ROWS = {  # run order
                            compile=True, workers=2),
     "fast128_compile_fused": row("fast path + compile + fused q/k/v and gate/up projections, no host sync, 2 workers, "
                                  "batch 128", 128, fast=True, compile=True, workers=2, fuse=True),
+    "fast128_compile_fused_clip": row("fast path + compile + fused projections + clipping inside the fused AdamW "
+                                      "step, no host sync, 2 workers, batch 128", 128, fast=True, compile=True,
+                                      workers=2, fuse=True, fused_clip=True),
+    "fast128_compile_fused_loss": row("fast path + compile + fused projections + compiled cross-entropy, no host "
+                                      "sync, 2 workers, batch 128", 128, fast=True, compile=True, workers=2,
+                                      fuse=True, compile_loss=True),
+    "fast128_compile_fused_lean": row("fast path + compile + fused projections + compiled cross-entropy + clipping "
+                                      "inside the fused AdamW step, no host sync, 2 workers, batch 128", 128,
+                                      fast=True, compile=True, workers=2, fuse=True, compile_loss=True,
+                                      fused_clip=True),
     "fast128_compile_fused_autotune": row("fast path + compile with Inductor's autotuning (max-autotune-no-cudagraphs) "
                                           "+ fused projections, no host sync, 2 workers, batch 128", 128, fast=True,
                                           compile=True, workers=2, fuse=True,
@@ -86,6 +96,8 @@ ROWS = {  # run order
 # (stock, fast) pairs whose loss curves must agree. The last two are controls: the same maths with other kernels
 # (recomputed activations; compiled or eager fast path), so their difference is what bf16 rounding alone does.
 PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128_compile_fused"),
+                ("stock128", "fast128_compile_fused_clip"), ("stock128", "fast128_compile_fused_loss"),
+                ("stock128", "fast128_compile_fused_lean"),
                 ("stock128", "fast128_compile_fused_autotune"),
                 ("stock128", "fast128_compile_fp8"), ("stock128", "fast128_compile_fused_fp8"),
                 ("stock128", "fast128_compile_ce"),
@@ -239,6 +251,7 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     sa.fast_path, sa.fast_path_compile, sa.fast_path_liger = spec["fast"], spec["compile"], spec["liger"]
     sa.fast_path_fused_ce, sa.fast_path_fuse_projections, sa.fast_path_fp8 = spec["fused_ce"], spec["fuse"], spec["fp8"]
     sa.fast_path_compile_mode = spec["compile_mode"]
+    sa.fast_path_compile_loss, sa.fast_path_fused_clip = spec["compile_loss"], spec["fused_clip"]
     ta = copy.deepcopy(training_args)
     ta.per_device_train_batch_size, ta.max_steps, ta.gradient_checkpointing = batch, steps, spec["checkpointing"]
     ta.dataloader_drop_last = True  # every step the same number of examples (and no recompile for a short batch)

@@ -61,6 +61,13 @@ class SFTScriptArguments:
                 "tensor-wise scales; weights and optimizer keep their dtype). For GPUs with float8 tensor cores; "
                 "with fast_path_fuse_projections the fused matmuls run in float8 too. Slower at the Qwen2.5-1.5B "
                 "shape on an H200 (46.9k vs 54.5k tokens/s, docs/performance.md), so off in the recipes"})
+    fast_path_compile_loss: bool = field(default=False, metadata={
+        "help": "fast path: the cross-entropy over the answer tokens' logits through torch.compile (the float32 "
+                "cast, log-softmax and its backward fused; same loss)"})
+    fast_path_fused_clip: bool = field(default=False, metadata={
+        "help": "fast path: gradient clipping folded into the fused AdamW step (the clip factor becomes the "
+                "optimizer's grad_scale: one pass over the gradients less per step; same update). Needs optim "
+                "adamw_torch_fused and one GPU or DDP; elsewhere the Trainer's own clipping runs"})
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})

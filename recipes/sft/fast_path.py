@@ -3,7 +3,8 @@
     PackedCollator      B examples -> one unpadded row [1, T], positions restarting per example, cu_seq_lens
     varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
     FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
-                        normalisation, no host sync per step
+                        normalisation, no host sync per step; optionally the cross-entropy compiled and the
+                        gradient clipping folded into the fused AdamW step
     prepare_fast_model  switches the attention, optional fused q/k/v and gate/up projections, float8 matmuls
                         (torchao), Liger kernels and per-layer torch.compile
 Examples per optimizer step, sampler order and learning-rate schedule are those of the stock path.
@@ -12,6 +13,7 @@ Examples per optimizer step, sampler order and learning-rate schedule are those 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import sys
@@ -19,6 +21,7 @@ import types
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from trl import SFTTrainer
 
 from recipes.sft.data import IGNORE_INDEX
@@ -303,15 +306,29 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction="sum")
 
 
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_i CE(logits_i, targets_i) in float32: logits [N, V] (any dtype), targets [N]."""
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+@functools.cache
+def compiled_cross_entropy_sum():
+    """cross_entropy_sum through torch.compile (dynamic N): the float32 cast, the log-softmax and, in the backward,
+    the softmax gradient and its cast back to the logits' dtype run as a few fused kernels instead of five passes
+    over the [N, V] logits in float32."""
+    return torch.compile(cross_entropy_sum, dynamic=True)
+
+
 def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool = False,
-                     unwrapped=None) -> tuple[torch.Tensor, object]:
+                     unwrapped=None, compile_loss: bool = False) -> tuple[torch.Tensor, object]:
     """Packed batch (PackedCollator) -> (sum of answer-token cross-entropy / answer tokens, model outputs).
 
     The LM head runs on the N answer positions only: logits [N, V] instead of [T, V]. The denominator is
     num_items_in_batch when the Trainer counted the answer tokens of the whole accumulated batch, as the stock loss.
     fused_ce: the forward stops at the hidden states of the answer positions (`unwrapped`, the model without its
     DDP/accelerate wrapper, gets a passthrough head for the call) and linear_cross_entropy_sum applies the head;
-    outputs.logits then holds those hidden states [1, N, d]."""
+    outputs.logits then holds those hidden states [1, N, d]. compile_loss: the cross-entropy over the logits runs
+    through compiled_cross_entropy_sum (no effect with fused_ce)."""
     positions = batch["answer_positions"]                                      # [N]
     targets = batch["shift_labels"][0, positions]                              # [N]
     cu, longest = batch["cu_seq_lens"], batch["max_length"]
@@ -326,16 +343,48 @@ def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool
         loss = linear_cross_entropy_sum(outputs.logits[0], head.weight, targets)
     else:
         outputs = model(**kwargs)
-        loss = F.cross_entropy(outputs.logits[0].float(), targets, reduction="sum")  # logits [N, V]
+        ce = compiled_cross_entropy_sum() if compile_loss else cross_entropy_sum
+        loss = ce(outputs.logits[0], targets)                                  # logits [N, V]
     return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)), outputs
+
+
+def fused_adam(optimizer) -> torch.optim.Optimizer | None:
+    """The torch Adam / AdamW with fused=True in every group behind `optimizer` (accelerate wraps it), else None."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if isinstance(inner, torch.optim.Adam | torch.optim.AdamW) and all(g.get("fused") for g in inner.param_groups):
+        return inner
+    return None
+
+
+def _clear_grad_scale(optimizer, _args, _kwargs) -> None:
+    optimizer.grad_scale = None  # one step's clip factor never reaches the next step
+
+
+def clip_in_optimizer_step(parameters, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """Gradient clipping without its own pass over the gradients -> the total L2 norm before clipping.
+
+    torch.nn.utils.clip_grad_norm_ computes the norm, then multiplies every gradient by min(1, max_norm / (norm +
+    1e-6)): a read and a write of all gradients (2.1 ms of a 160 ms step at the Qwen2.5-1.5B shape on an H200,
+    docs/performance.md). The fused Adam / AdamW kernel already divides each gradient by its `grad_scale` tensor (the
+    hook torch.amp.GradScaler uses) as it reads it; setting grad_scale = max(1, (norm + 1e-6) / max_norm) applies
+    the same factor there. The moments and the update are the clipped ones; the .grad tensors themselves are left
+    unscaled until the step. `optimizer` is a fused torch Adam / AdamW (fused_adam)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
+    if not getattr(optimizer, "_clip_hook", False):
+        optimizer.register_step_post_hook(_clear_grad_scale)
+        optimizer._clip_hook = True
+    optimizer.grad_scale = torch.clamp((norm.float() + 1e-6) / max_norm, min=1.0)
+    return norm
 
 
 class FastSFTTrainer(SFTTrainer):
     """SFTTrainer on packed rows: LM head + cross-entropy on the answer positions only, no per-step host sync."""
 
-    def __init__(self, *args, data_collator=None, fused_ce: bool = False, **kwargs):
+    def __init__(self, *args, data_collator=None, fused_ce: bool = False, compile_loss: bool = False,
+                 fused_clip: bool = False, **kwargs):
         super().__init__(*args, data_collator=data_collator or PackedCollator(), **kwargs)
-        self.fused_ce = fused_ce
+        self.fused_ce, self.compile_loss, self.fused_clip = fused_ce, compile_loss, fused_clip
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         if fused_ce and plugin is not None and plugin.zero_stage == 3:
             raise ValueError("fast_path_fused_ce does not work with DeepSpeed ZeRO-3: the LM head's weight is "
@@ -360,10 +409,24 @@ class FastSFTTrainer(SFTTrainer):
             self.args.ddp_find_unused_parameters = False
         super().create_accelerator_and_postprocess()
 
+    def _clip_grad_norm(self, model):
+        """With fused_clip, the clip factor goes into the fused AdamW step (clip_in_optimizer_step). Elsewhere the
+        Trainer's own clipping: another optimizer, fp16's loss scaler (it owns grad_scale), DeepSpeed or FSDP."""
+        optimizer = fused_adam(self.optimizer) if self.fused_clip else None
+        plain = self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU)
+        if optimizer is None or not plain or self.accelerator.scaler is not None:
+            if self.fused_clip and not getattr(self, "_fused_clip_warned", False):
+                logger.warning("fast_path_fused_clip: the Trainer's own clipping runs (needs a fused torch AdamW, "
+                               "no fp16 loss scaler, one GPU or DDP)")
+                self._fused_clip_warned = True
+            return super()._clip_grad_norm(model)
+        return clip_in_optimizer_step(model.parameters(), optimizer, self.args.max_grad_norm)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         fused = self.fused_ce and model.training
         loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, fused_ce=fused,
-                                         unwrapped=self.accelerator.unwrap_model(model) if fused else None)
+                                         unwrapped=self.accelerator.unwrap_model(model) if fused else None,
+                                         compile_loss=self.compile_loss and model.training)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the token count was global
         if model.training and hasattr(self, "_total_train_tokens"):

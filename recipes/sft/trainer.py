@@ -114,7 +114,9 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         prepare_fast_model(model, compile_layers=script_args.fast_path_compile, liger=script_args.fast_path_liger,
                            fuse_projections=script_args.fast_path_fuse_projections, fp8=script_args.fast_path_fp8,
                            compile_mode=script_args.fast_path_compile_mode)
-        trainer_cls, extra = FastSFTTrainer, {"fused_ce": script_args.fast_path_fused_ce}
+        trainer_cls, extra = FastSFTTrainer, {"fused_ce": script_args.fast_path_fused_ce,
+                                              "compile_loss": script_args.fast_path_compile_loss,
+                                              "fused_clip": script_args.fast_path_fused_clip}
     evaluate = training_args.eval_strategy != "no" and "test" in dataset
     return trainer_cls(model=model, args=training_args, train_dataset=train,
                        eval_dataset=dataset["test"] if evaluate else None,

