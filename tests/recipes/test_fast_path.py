@@ -234,6 +234,8 @@ def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8, mode):
     against the eager fast path in bf16."""
     if liger:
         pytest.importorskip("liger_kernel", reason="liger-kernel not installed (requirements-gpu.txt)")
+    if fp8:
+        pytest.importorskip("torchao", reason="torchao not installed (requirements-gpu.txt)")
     feats = examples(6, seed=3)
     batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
     losses = []
