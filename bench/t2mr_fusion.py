@@ -25,6 +25,7 @@ from bench.t2mr_pool import show, table
 from common.config import parse_config
 from eval.metrics import bootstrap_ci
 from eval.t2mr import load_queries
+from inference.retrieval import reciprocal_rank_fusion as rrf
 
 
 @dataclass
@@ -38,15 +39,6 @@ class FusionConfig:
     rrf_k: float = field(default=60.0, metadata={"help": "reciprocal-rank constant: a rank r adds 1 / (rrf_k + r)"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
     out: str | None = field(default=None, metadata={"help": "also write the table (markdown) here"})
-
-
-def rrf(lists: list[list[str]], rrf_k: float = 60.0) -> list[str]:
-    """Reciprocal-rank fusion of ranked lists -> one list, best first (ties keep the first list's order)."""
-    score: dict[str, float] = {}
-    for ranked in lists:
-        for r, track in enumerate(ranked, start=1):
-            score[track] = score.get(track, 0.0) + 1.0 / (rrf_k + r)
-    return sorted(score, key=lambda t: -score[t])
 
 
 def _pairs(specs: list[str], what: str) -> list[tuple[str, str]]:

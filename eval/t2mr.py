@@ -65,6 +65,12 @@ class T2MRConfig:
                 "their systems join this table"})
     baselines: list[str] = field(default_factory=lambda: ["bm25", "dense", "artist_track_name"], metadata={
         "help": "text baselines: bm25, dense, artist_track_name, or none"})
+    fuse: list[str] = field(default_factory=list, metadata={
+        "help": "hybrid systems to add: labels of this table's systems joined by ' + ' (e.g. 'NAME w/o modality "
+                "selection + BM25 + Dense (MiniLM)'), fused by reciprocal ranks over --fuse_depth deep lists"})
+    fuse_depth: int = field(default=64, metadata={
+        "help": "with --fuse: every system is ranked this deep (its saved ranked_track_ids too); metrics stay at k"})
+    rrf_k: float = field(default=60.0, metadata={"help": "with --fuse: a rank r (from 1) adds 1 / (rrf_k + r)"})
     unimodal: bool = field(default=True, metadata={"help": "add the first bundle's unimodal variants"})
     diagnostics: bool = field(default=True, metadata={
         "help": "seen/unseen requests, retrieval ceilings, distinct top beams, level-1 agreement per modality"})
@@ -199,6 +205,7 @@ def run(cfg: T2MRConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     relevance = _relevance(cfg, queries, out)
 
+    depth = max(cfg.k, cfg.fuse_depth) if cfg.fuse else cfg.k  # fused lists need the systems' deeper ranks
     spaces: dict[tuple, ContentSpace] = {}  # systems whose token DBs share track order and modalities share one
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
         content = None
@@ -219,10 +226,10 @@ def run(cfg: T2MRConfig) -> dict:
         beams_used = sorted({full, *(b for b in cfg.beams_used if b < full)})
 
         def ranked(weights, ranking=cfg.rankings[0], b=full, gs=gs, retriever=retriever):
-            res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=cfg.k, ranking=ranking,
+            res = [retriever.retrieve(g.beams[:b], g.logprobs[:b], w, k=depth, ranking=ranking,
                                       beam_temperature=cfg.beam_temperature)
                    for g, w in zip(gs.generations, weights)]
-            return _to_catalog_rows([r.rows for r in res], gs.db.track_ids, row_of, cfg.k)
+            return _to_catalog_rows([r.rows for r in res], gs.db.track_ids, row_of, depth)
 
         variants: dict[str, list] = {}
         if relevance is not None:
@@ -272,7 +279,7 @@ def run(cfg: T2MRConfig) -> dict:
                 label, system = "ArtistTrackName", bl.ArtistTrackNameRetriever(model_name=cfg.base_model).fit(catalog)
             else:
                 raise ValueError(f"unknown baseline {b!r} (bm25, dense, artist_track_name)")
-            rankings[label] = _pad(system.rank(queries, cfg.k), cfg.k)
+            rankings[label] = _pad(system.rank(queries, depth), depth)
             systems[label] = {"kind": "baseline", "seconds": round(time.perf_counter() - t0, 1)}
             if getattr(system, "stats", None):
                 systems[label]["resolution"] = system.stats
@@ -289,10 +296,18 @@ def run(cfg: T2MRConfig) -> dict:
                 seen_of[label] = np.asarray(s["seen"], dtype=bool)
         diagnostics.update(other.get("diagnostics", {}))
 
+    for spec in cfg.fuse:
+        label, fused = fuse_rankings(spec, rankings, depth, cfg.rrf_k)
+        rankings[label] = fused
+        systems[label] = {"kind": "fusion", "systems": spec.split(" + "), "depth": depth, "rrf_k": cfg.rrf_k}
+        seen = next((seen_of[p] for p in spec.split(" + ") if p in seen_of), None)
+        if seen is not None:
+            seen_of[label] = seen
+
     reference_seen = next(iter(seen_of.values()), None)
     per_query: dict[str, np.ndarray] = {}
     for label, ranked_rows in rankings.items():
-        ranked_rows = _pad(ranked_rows, cfg.k)
+        ranked_rows = _pad(ranked_rows, depth)  # scored at k; saved depth deep (with --fuse, deeper than k)
         systems[label]["metrics"] = score(ranked_rows, relevant, cfg.k)
         per_query[label] = precision_per_query(ranked_rows, relevant, 10)
         seen = seen_of.get(label, reference_seen)
@@ -317,6 +332,24 @@ def run(cfg: T2MRConfig) -> dict:
     (out / "t2mr.md").write_text(report_markdown(result))
     plot_precision(result, out / "t2mr_precision.png")
     return result
+
+
+def fuse_rankings(spec: str, rankings: dict[str, np.ndarray], depth: int,
+                  rrf_k: float = 60.0) -> tuple[str, np.ndarray]:
+    """'A + B + ...' (labels of `rankings`: catalog rows per request, -1 = none) -> (label, rows [requests, depth])
+    of their reciprocal-rank fusion, request by request."""
+    from inference.retrieval import reciprocal_rank_fusion
+
+    parts = spec.split(" + ")
+    missing = [p for p in parts if p not in rankings]
+    if len(parts) < 2 or missing:
+        raise ValueError(f"--fuse {spec!r}: expected two or more of this table's systems joined by ' + '; "
+                         + (f"unknown: {missing}; " if missing else "") + f"systems: {sorted(rankings)}")
+    out = np.full((len(rankings[parts[0]]), depth), -1, dtype=np.int64)
+    for i in range(len(out)):
+        fused = reciprocal_rank_fusion([[r for r in rankings[p][i] if r >= 0] for p in parts], rrf_k)[:depth]
+        out[i, :len(fused)] = fused
+    return f"RRF({', '.join(parts)})", out
 
 
 def request_overlap(system: np.ndarray, reference: np.ndarray) -> dict:

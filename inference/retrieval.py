@@ -174,3 +174,13 @@ def modality_weights(scores: Sequence[float] | np.ndarray, modalities: Sequence[
     mean = float(np.mean([named[m] for m in modalities if m in named])) if any(m in named for m in modalities) \
         else 1.0
     return {m: float(named.get(m, mean)) for m in modalities}
+
+
+def reciprocal_rank_fusion(lists: Sequence[Sequence], rrf_k: float = 60.0) -> list:
+    """Ranked lists (of track IDs or rows) -> one list, best first: an item at rank r (from 1) of a list adds
+    1 / (rrf_k + r) to its score. Ties keep the order in which items were first met (the first list's first)."""
+    score: dict = {}
+    for ranked in lists:
+        for r, item in enumerate(ranked, start=1):
+            score[item] = score.get(item, 0.0) + 1.0 / (rrf_k + r)
+    return sorted(score, key=lambda t: -score[t])

@@ -175,6 +175,35 @@ def test_saved_generations_score_like_the_bundle_and_split_seen_requests(bundle,
     assert "Tiny tuned weights" in near
 
 
+def test_fused_system_is_the_reciprocal_rank_fusion_of_the_deep_lists(bundle, tmp_path):
+    from inference.retrieval import reciprocal_rank_fusion
+
+    root, _ = bundle
+    base = dict(run_dir=str(root / "run"), playlists=str(root / "run" / "eval.jsonl"),
+                bundles=[f"Tiny={root / 'model'}"], baselines=["bm25"], num_beams=2, k=10,
+                unimodal=False, diagnostics=False)
+    plain = run(T2MRConfig(out_dir=str(tmp_path / "plain"), **base))["systems"]
+    parts = ["Tiny w/o modality selection", "BM25"]
+    fused = run(T2MRConfig(out_dir=str(tmp_path / "fused"), fuse=[" + ".join(parts)], fuse_depth=20, rrf_k=5,
+                           **base))["systems"]
+    label = "RRF(Tiny w/o modality selection, BM25)"
+    assert set(fused) == set(plain) | {label}
+    assert fused[label]["kind"] == "fusion" and fused[label]["systems"] == parts
+    for name in parts:  # ranked 20 deep for the fusion; scored at 10 as before
+        assert fused[name]["metrics"] == pytest.approx(plain[name]["metrics"])
+        assert all(a[:10] == b for a, b in zip(fused[name]["ranked_track_ids"], plain[name]["ranked_track_ids"]))
+        assert max(len(r) for r in fused[name]["ranked_track_ids"]) == 20, name
+    expected = [reciprocal_rank_fusion([fused[p]["ranked_track_ids"][i] for p in parts], rrf_k=5)[:20]
+                for i in range(2)]
+    assert fused[label]["ranked_track_ids"] == expected
+    relevant = [{f"t{i}" for i in range(1, 40, 2)}, {f"t{i}" for i in range(0, 40, 2)}]
+    p10 = np.mean([len(set(r[:10]) & rel) / 10 for r, rel in zip(expected, relevant)])
+    assert fused[label]["metrics"]["P@10"] == pytest.approx(p10)
+    assert label in (tmp_path / "fused" / "t2mr.md").read_text()
+    with pytest.raises(ValueError, match="unknown: \\['Dense \\(MiniLM\\)'\\]"):
+        run(T2MRConfig(out_dir=str(tmp_path / "bad"), fuse=["BM25 + Dense (MiniLM)"], **base))
+
+
 def test_tune_weights_finds_the_modality_that_scores():
     from eval.t2mr import tune_weights
 
