@@ -176,11 +176,18 @@ def modality_weights(scores: Sequence[float] | np.ndarray, modalities: Sequence[
     return {m: float(named.get(m, mean)) for m in modalities}
 
 
-def reciprocal_rank_fusion(lists: Sequence[Sequence], rrf_k: float = 60.0) -> list:
-    """Ranked lists (of track IDs or rows) -> one list, best first: an item at rank r (from 1) of a list adds
-    1 / (rrf_k + r) to its score. Ties keep the order in which items were first met (the first list's first)."""
+def reciprocal_rank_scores(lists: Sequence[Sequence], rrf_k: float = 60.0) -> dict:
+    """Ranked lists (of track IDs or rows) -> {item: score}, in the order items were first met: an item at rank r
+    (from 1) of a list adds 1 / (rrf_k + r)."""
     score: dict = {}
     for ranked in lists:
         for r, item in enumerate(ranked, start=1):
             score[item] = score.get(item, 0.0) + 1.0 / (rrf_k + r)
+    return score
+
+
+def reciprocal_rank_fusion(lists: Sequence[Sequence], rrf_k: float = 60.0) -> list:
+    """Ranked lists -> one list, best first by reciprocal_rank_scores. Ties keep the order in which items were first
+    met (the first list's first)."""
+    score = reciprocal_rank_scores(lists, rrf_k)
     return sorted(score, key=lambda t: -score[t])

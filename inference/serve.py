@@ -5,7 +5,9 @@
 
 POST /recommend {"query": "...", "k": 10} -> {"query", "tracks"}, the tracks being the records of
 `Recommender.recommend` for that query; a bad request (empty query, k <= 0, wrong types) -> 400 {"detail": message}.
-GET /health -> {status, bundle, tracks, requests, generate_calls, largest_batch}. Binds 127.0.0.1:8000 by default.
+GET /health -> {status, bundle, tracks, hybrid, requests, generate_calls, largest_batch}. Binds 127.0.0.1:8000 by
+default. With --hybrid bm25 dense (and --catalog) each answer fuses the generated ranking with text search over the
+catalog (inference.recommend: Recommender's hybrid answers).
 
 Batching: requests join one queue on the event loop. The collector waits until --max_batch_size requests are queued
 or the oldest has waited --max_wait_ms, then answers up to max_batch_size of them with one `Recommender.recommend`
@@ -142,7 +144,9 @@ def create_app(recommender: Recommender, bundle_name: str, max_batch_size: int =
 
     @app.get("/health")
     async def health() -> dict:
+        search = getattr(recommender, "text_search", None)
         return {"status": "ok", "bundle": bundle_name, "tracks": recommender.db.num_tracks,
+                "hybrid": list(search.retrievers) if search is not None else [],
                 "requests": batcher.requests, "generate_calls": batcher.generate_calls,
                 "largest_batch": batcher.largest_batch}
 
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         app = create_app(cfg.load(), cfg.bundle, cfg.max_batch_size, cfg.max_wait_ms)
-    except (BundleNotFoundError, InputNotFoundError) as err:
+    except (BundleNotFoundError, InputNotFoundError, RequestError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     import uvicorn

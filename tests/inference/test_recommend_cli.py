@@ -122,3 +122,41 @@ def test_generate_shows_progress_over_several_batches(rec, capsys):
     assert "generate" not in capsys.readouterr().err
     gens = rec.generate(["rock", "jazz", "play some rock"], batch_size=2)
     assert len(gens) == 3 and "generate" in capsys.readouterr().err
+
+
+def test_hybrid_answers_fuse_the_generated_and_the_text_rankings(bundle, rec):  # noqa: F811
+    from inference.retrieval import reciprocal_rank_fusion, reciprocal_rank_scores
+    from inference.text_retrieval import BM25Retriever
+
+    root, _ = bundle
+    catalog = root / "run" / "catalog.parquet"
+    hybrid = Recommender(load_bundle(root / "model"), num_beams=2, catalog=catalog, hybrid=["bm25"],
+                         hybrid_depth=20, rrf_k=5)
+    queries = ["rock", "jazz"]
+    out = hybrid.recommend(queries, k=8)
+    gens = rec.generate(queries)
+    bm25 = BM25Retriever().fit(catalog).rank(queries, 20)
+    for i, records in enumerate(out):
+        generated = [rec.db.track_ids[int(r)] for r in rec.rank([gens[i]], k=20)[0].rows]
+        text = [rec.db.track_ids[int(r)] for r in bm25[i] if r >= 0]
+        expected = reciprocal_rank_fusion([generated, text], rrf_k=5)[:8]
+        scores = reciprocal_rank_scores([generated, text], rrf_k=5)
+        assert [t["track_id"] for t in records] == expected and [t["rank"] for t in records] == list(range(1, 9))
+        for t in records:
+            assert t["score"] == pytest.approx(scores[t["track_id"]], abs=1e-6)
+            assert t["sources"] == [n for n, ranked in (("generated", generated), ("bm25", text))
+                                    if t["track_id"] in ranked]
+            assert bool(t["matched"]) <= ("generated" in t["sources"]) and "title" in t
+    # the album word decides BM25 here: the fused top 8 of "rock" holds BM25's top tracks, "rock album" tracks
+    assert sum(t["album"] == "rock album" for t in out[0]) > sum(t["album"] == "rock album" for t in out[1])
+
+
+def test_hybrid_needs_known_retrievers_and_a_catalog(bundle, capsys):  # noqa: F811
+    root, _ = bundle
+    model = str(root / "model")
+    for extra, what in [(["--hybrid", "bm25"], "give the catalog too"),
+                        (["--hybrid", "tfidf", "--catalog", str(root / "run" / "catalog.parquet")], "['tfidf']")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--bundle", model, "--query", "rock", *extra])
+        assert exit_info.value.code == 2
+        assert what in _one_line_error(capsys.readouterr().err)
