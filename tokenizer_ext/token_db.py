@@ -98,6 +98,16 @@ class TokenDB:
         return TokenDB(self.track_ids, self.codebook_sizes, self.codes, self.tokenizer,
                        assign_dedup(self.full_codes()), dict(self.meta))
 
+    def prefix(self, levels: int) -> TokenDB:
+        """The IDs cut to their first `levels` codes per group (a residual quantizer's coarse-to-fine prefix), with
+        the tracks' conflicts disambiguated again (when this database disambiguates)."""
+        if levels < 1:
+            raise ValueError(f"levels={levels}: keep at least one level")
+        sizes = {m: s[:levels] for m, s in self.codebook_sizes.items()}
+        codes = {m: np.ascontiguousarray(c[:, :levels]) for m, c in self.codes.items()}
+        db = TokenDB(self.track_ids, sizes, codes, self.tokenizer, None, {**self.meta, "prefix_levels": levels})
+        return db.with_disambiguation() if self.dedup is not None else db
+
     def tokens(self, row: int, boundaries: bool = True) -> list[str]:
         codes = {m: self.codes[m][row].tolist() for m in self.modalities}
         dedup = None if self.dedup is None else int(self.dedup[row])
