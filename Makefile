@@ -92,13 +92,16 @@ t2mr_data: venv
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
 # the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= text_album_long text_album_rqk1024 text_album_dz256
+T2MR_FOLD_RUNS ?= text_album_mention_dz256 text_album_mention_dz256_l1 text_album_mention_dz256_l2
 # the RQ-VAE with a 256-d latent behind one 512-wide layer: the Spotify recipe's IDs (chosen on validation,
 # docs/t2mr.md round 10)
 RQVAE_DZ256 = --lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512
 # RQ-VAE $$N with options $$O in run $$R on the GPU (grouped), where missing
 RQVAE_GPU = test -f $$R/tokenizers/$$N/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 	--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $$O --run_dir $$R --out_dir $$R/tokenizers/$$N
+# the 256-d RQ-VAE's IDs of run $$R cut to their first one and two levels (docs/t2mr.md round 13), where missing
+PREFIX_IDS = for L in 1 2; do D=$$R/tokenizers/rqvae_cb1024_lr1e3_dz256; test -f $${D}_l$$L/token_db.parquet || \
+	$(BIN)/python -m tokenizer_ext.prefix --token_db_dir $$D --levels $$L --out_dir $${D}_l$$L || exit 1; done
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU), each
 # with its RQ-KMeans 1024/256/256 IDs (CPU)
 t2mr_folds: venv
@@ -115,7 +118,7 @@ t2mr_folds: venv
 t2mr_gpu_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; \
 		for V in "rqvae:" "rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do N=$${V%%:*}; O=$${V#*:}; \
-			$(RQVAE_GPU) --reuse_from runs/spotify_val/tokenizers/$$N || exit 1; done; done
+			$(RQVAE_GPU) --reuse_from runs/spotify_val/tokenizers/$$N || exit 1; done; $(PREFIX_IDS); done
 	G=$$($(BIN)/python -c "import torch; print(max(1, torch.cuda.device_count()))"); \
 		T=$$(( $$(nproc) / (G * $(T2MR_PARALLEL)) )); [ $$T -ge 1 ] || T=1; pids=""; \
 		for g in $$(seq 0 $$((G - 1))); do ( i=0; for F in $(T2MR_FOLDS); do \
@@ -133,6 +136,7 @@ t2mr_gpu: venv
 		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600" \
 		"rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do \
 		N=$${V%%:*}; O=$${V#*:}; for R in runs/spotify_val runs/spotify_bench; do $(RQVAE_GPU); done; done
+	for R in runs/spotify_val runs/spotify_bench; do $(PREFIX_IDS); done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 		--config recipes/tokenizers/fusid.yaml --device cuda --run_dir runs/spotify_bench --out_dir runs/spotify_bench/tokenizers/fusid
 	$(BIN)/python -c "from recipes.sft.model_utils import load_causal_lm; load_causal_lm('smollm2', cache_dir='runs/model_cache')"
