@@ -302,7 +302,7 @@ class RecommenderOptions:
     hybrid: list[str] = field(default_factory=list, metadata={
         "help": "also search the catalog's text with these (bm25, dense) and fuse their rankings with the "
                 "generated one by reciprocal ranks; needs --catalog. On Spotify's unseen playlist names the fusion "
-                "with both gave P@10 0.0740 against 0.0494 for the model alone (docs/t2mr.md)"})
+                "with both gave P@10 0.0740 against 0.0494 for the three-level model alone (docs/t2mr.md)"})
     hybrid_depth: int = field(default=64, metadata={"help": "with --hybrid: how deep each fused ranking is"})
     rrf_k: float = field(default=60.0, metadata={"help": "with --hybrid: a rank r (from 1) adds 1 / (rrf_k + r)"})
 

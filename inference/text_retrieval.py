@@ -2,7 +2,7 @@
 `rank(queries, k) -> int64 [len(queries), k]` catalog rows, best first, ties to the lower row, -1 pads.
 
 T2MR's text baselines (eval.baselines) and the hybrid answers of music3m-recommend / music3m-serve
-(inference.hybrid) use the same two.
+(inference.recommend, --hybrid) use the same two.
 """
 
 from __future__ import annotations
