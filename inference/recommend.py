@@ -276,14 +276,18 @@ TABLE_COLUMNS = ("rank", "title", "artist", "track_id", "score", "matched")
 
 
 def format_table(query: str, tracks: Sequence[dict]) -> str:
-    """One query's records -> a plain-text table (title and artist are '-' without a catalog)."""
+    """One query's records -> a plain-text table (title and artist are '-' without a catalog; hybrid answers add
+    the rankings each track came from, `sources`)."""
+    hybrid = any("sources" in t for t in tracks)
+    columns = [*TABLE_COLUMNS, *(["sources"] if hybrid else [])]
     cells = [[str(t["rank"]), str(t.get("title") or "-"), str(t.get("artist") or "-"), str(t["track_id"]),
-              f"{t['score']:.4f}", ",".join(t["matched"]) or "-"] for t in tracks]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(TABLE_COLUMNS)]
+              f"{t['score']:.4f}", ",".join(t["matched"]) or "-", *([",".join(t.get("sources", []))] if hybrid else [])]
+             for t in tracks]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     right = {0, 4}  # numbers
     line = lambda row: "  ".join(v.rjust(w) if i in right else v.ljust(w)
                                  for i, (v, w) in enumerate(zip(row, widths))).rstrip()
-    body = [line(list(TABLE_COLUMNS))] + [line(row) for row in cells] if cells else ["(no track)"]
+    body = [line(columns)] + [line(row) for row in cells] if cells else ["(no track)"]
     return "\n".join([f"query: {query}", *body])
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from inference.bundle import BundleNotFoundError, load_bundle, looks_local, resolve_bundle_path
-from inference.recommend import TABLE_COLUMNS, Recommender, RequestError, main
+from inference.recommend import TABLE_COLUMNS, Recommender, RequestError, format_table, main
 from tests.eval.test_t2mr import bundle  # noqa: F401 (the tiny bundle fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,6 +149,9 @@ def test_hybrid_answers_fuse_the_generated_and_the_text_rankings(bundle, rec):  
             assert bool(t["matched"]) <= ("generated" in t["sources"]) and "title" in t
     # the album word decides BM25 here: the fused top 8 of "rock" holds BM25's top tracks, "rock album" tracks
     assert sum(t["album"] == "rock album" for t in out[0]) > sum(t["album"] == "rock album" for t in out[1])
+    table = format_table("rock", out[0]).splitlines()  # the table says where each track came from
+    assert table[1].split() == [*TABLE_COLUMNS, "sources"]
+    assert table[2].split()[-1] == ",".join(out[0][0]["sources"])
 
 
 def test_hybrid_needs_known_retrievers_and_a_catalog(bundle, capsys):  # noqa: F811
