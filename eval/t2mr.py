@@ -297,10 +297,11 @@ def run(cfg: T2MRConfig) -> dict:
         diagnostics.update(other.get("diagnostics", {}))
 
     for spec in cfg.fuse:
-        label, fused = fuse_rankings(spec, rankings, depth, cfg.rrf_k)
+        parts = spec.split(" + ")
+        label, fused = fuse_rankings(parts, rankings, depth, cfg.rrf_k)
         rankings[label] = fused
-        systems[label] = {"kind": "fusion", "systems": spec.split(" + "), "depth": depth, "rrf_k": cfg.rrf_k}
-        seen = next((seen_of[p] for p in spec.split(" + ") if p in seen_of), None)
+        systems[label] = {"kind": "fusion", "systems": parts, "depth": depth, "rrf_k": cfg.rrf_k}
+        seen = next((seen_of[p] for p in parts if p in seen_of), None)
         if seen is not None:
             seen_of[label] = seen
 
@@ -334,16 +335,15 @@ def run(cfg: T2MRConfig) -> dict:
     return result
 
 
-def fuse_rankings(spec: str, rankings: dict[str, np.ndarray], depth: int,
+def fuse_rankings(parts: list[str], rankings: dict[str, np.ndarray], depth: int,
                   rrf_k: float = 60.0) -> tuple[str, np.ndarray]:
-    """'A + B + ...' (labels of `rankings`: catalog rows per request, -1 = none) -> (label, rows [requests, depth])
-    of their reciprocal-rank fusion, request by request."""
+    """Labels of `rankings` (catalog rows per request, -1 = none; a --fuse spec split at ' + ') -> (label, rows
+    [requests, depth]) of their reciprocal-rank fusion, request by request."""
     from inference.retrieval import reciprocal_rank_fusion
 
-    parts = spec.split(" + ")
     missing = [p for p in parts if p not in rankings]
     if len(parts) < 2 or missing:
-        raise ValueError(f"--fuse {spec!r}: expected two or more of this table's systems joined by ' + '; "
+        raise ValueError(f"--fuse {' + '.join(parts)!r}: expected two or more of this table's systems joined by ' + '; "
                          + (f"unknown: {missing}; " if missing else "") + f"systems: {sorted(rankings)}")
     out = np.full((len(rankings[parts[0]]), depth), -1, dtype=np.int64)
     for i in range(len(out)):

@@ -109,13 +109,14 @@ class Recommender:
         self.automaton = None if mode == "none" else build_automaton(
             self.db, self.tokenizer, mode, end_of_turn=self.eot,
             vocab_size=self.model.get_output_embeddings().weight.shape[0])
-        self.catalog = _read_catalog(check_catalog(catalog)) if catalog else None
+        table = _read_catalog(check_catalog(catalog)) if catalog else None
+        self.catalog = _catalog_records(table) if table is not None else None
         self.hybrid_depth, self.rrf_k = hybrid_depth, rrf_k
         self.text_search = None
-        if hybrid:
+        if hybrid:  # the same table: the catalog is read once
             from inference.text_retrieval import CatalogTextSearch
 
-            self.text_search = CatalogTextSearch(catalog, hybrid, device=device)
+            self.text_search = CatalogTextSearch(table, hybrid, device=device)
 
     @classmethod
     def from_pretrained(cls, bundle: str | Path, relevance: str | Path | None = None, device: str = "cpu",
@@ -263,10 +264,14 @@ def _greedy_logprobs(scores, seqs: torch.Tensor) -> np.ndarray:
     return chosen.sum(1).numpy()
 
 
-def _read_catalog(path: str | Path) -> dict[str, dict]:
+def _read_catalog(path: str | Path):
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=None)
+    return pq.read_table(path, columns=None)
+
+
+def _catalog_records(table) -> dict[str, dict]:
+    """track_id -> its title, artist and album (those the catalog has)."""
     cols = [c for c in ("title", "artist", "album") if c in table.column_names]
     data = {c: table.column(c).to_pylist() for c in ["track_id", *cols]}
     return {tid: {c: data[c][i] for c in cols} for i, tid in enumerate(data["track_id"])}
