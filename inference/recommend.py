@@ -8,6 +8,11 @@ mask of inference.decoding -> inference.retrieval (modality weights from the rel
 The command prints a table per query (`--format table`, the default) or one JSON line per query (`--format json`:
 {"query", "tracks"}); a missing bundle, relevance model or catalog, an empty query or k <= 0 is a one-line error
 with exit code 2. inference.serve answers the same requests over HTTP.
+
+Fused answers: --hybrid bm25 dense adds text search over the catalog, --ensemble B2 ... adds the rankings of more
+bundles (another seed of the same recipe); each ranking --hybrid_depth deep, fused by reciprocal ranks. The Spotify
+recipe's validated setting is `--ranking beams --num_beams 16`, and with a second seed `--num_beams 64 --ensemble`
+(docs/t2mr.md round 14).
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class Recommender:
 
     def __init__(self, bundle: Bundle, relevance=None, mode: str = "catalog", num_beams: int = 4,
                  catalog: str | Path | None = None, device: str = "cpu", ranking: str = "match",
-                 hybrid: Sequence[str] = (), hybrid_depth: int = 64, rrf_k: float = 60.0):
+                 hybrid: Sequence[str] = (), hybrid_depth: int = 64, rrf_k: float = 60.0,
+                 ensemble: Sequence[Bundle] = ()):
         if mode not in (*MODES, "none"):
             raise ValueError(f"mode must be one of {MODES} or 'none', got {mode!r}")
         check_hybrid(hybrid, catalog)
@@ -112,6 +118,10 @@ class Recommender:
         table = _read_catalog(check_catalog(catalog)) if catalog else None
         self.catalog = _catalog_records(table) if table is not None else None
         self.hybrid_depth, self.rrf_k = hybrid_depth, rrf_k
+        # more models (other seeds or tokenizers): each generates and ranks with this one's settings, and their
+        # rankings are fused with this one's (docs/t2mr.md round 14: a two-seed ensemble)
+        self.members = [Recommender(b, relevance, mode=mode, num_beams=num_beams, device=device, ranking=ranking)
+                        for b in ensemble]
         self.text_search = None
         if hybrid:  # the same table: the catalog is read once
             from inference.text_retrieval import CatalogTextSearch
@@ -126,6 +136,10 @@ class Recommender:
         if looks_local(bundle):
             resolve_bundle_path(bundle)  # a missing local bundle is reported first
         check_hybrid(kwargs.get("hybrid", ()), kwargs.get("catalog"))
+        ensemble = list(kwargs.pop("ensemble", ()) or ())
+        for member in ensemble:
+            if looks_local(member):
+                resolve_bundle_path(member)
         if kwargs.get("catalog"):
             check_catalog(kwargs["catalog"])
         rel = None
@@ -133,7 +147,7 @@ class Recommender:
             from recipes.relevance import RelevanceModel
 
             rel = RelevanceModel.load(check_relevance_dir(relevance), device=device)
-        return cls(load_bundle(bundle), rel, device=device, **kwargs)
+        return cls(load_bundle(bundle), rel, device=device, ensemble=[load_bundle(m) for m in ensemble], **kwargs)
 
     def _end_of_turn_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -209,8 +223,8 @@ class Recommender:
             check_request(text, depth)
         gens = self.generate(texts, batch_size=batch_size)
         weights = self.weights(texts) if modality_selection else [None] * len(texts)
-        if self.text_search is not None:
-            return self._hybrid_records(texts, gens, weights, ks)
+        if self.text_search is not None or self.members:
+            return self._fused_records(texts, gens, weights, ks, modality_selection, batch_size)
         out = []
         for gen, w, depth in zip(gens, weights, ks):
             res = self.rank([gen], [w], int(depth))[0]
@@ -224,19 +238,35 @@ class Recommender:
             rec.update(self.catalog[tid])
         return rec
 
-    def _hybrid_records(self, texts, gens, weights, ks) -> list[list[dict]]:
-        """The generative ranking and the text retrievers' rankings, each hybrid_depth deep, fused by reciprocal
-        ranks (docs/t2mr.md, rounds 12-13); `score` is the fused score, `sources` the lists that ranked the track."""
+    def _ranked(self, gens, weights, depth) -> list[tuple[list[str], list]]:
+        """Per request: this model's ranking, hybrid_depth deep, as (track ids, matched groups)."""
+        out = []
+        for gen, w in zip(gens, weights):
+            res = self.rank([gen], [w], depth)[0]
+            out.append(([self.db.track_ids[int(r)] for r in res.rows], list(res.matched)))
+        return out
+
+    def _fused_records(self, texts, gens, weights, ks, modality_selection, batch_size) -> list[list[dict]]:
+        """This model's ranking, the ensemble members' (`generated_2`, ...) and the text retrievers', each
+        hybrid_depth deep, fused by reciprocal ranks (docs/t2mr.md, rounds 12-14); `score` is the fused score,
+        `sources` the lists that ranked the track, `matched` the first generated list's groups for it."""
         from inference.retrieval import reciprocal_rank_scores
 
         depth = max(self.hybrid_depth, max(ks))
-        text_lists = self.text_search.rank(texts, depth)
+        generated = {"generated": self._ranked(gens, weights, depth)}
+        for j, member in enumerate(self.members, start=2):
+            member_weights = member.weights(texts) if modality_selection else [None] * len(texts)
+            generated[f"generated_{j}"] = member._ranked(member.generate(texts, batch_size=batch_size),
+                                                         member_weights, depth)
+        text_lists = self.text_search.rank(texts, depth) if self.text_search is not None else {}
         out = []
-        for i, (gen, w, k) in enumerate(zip(gens, weights, ks)):
-            res = self.rank([gen], [w], depth)[0]
-            lists = {"generated": [self.db.track_ids[int(r)] for r in res.rows],
+        for i, k in enumerate(ks):
+            lists = {**{name: ranked[i][0] for name, ranked in generated.items()},
                      **{name: ranked[i] for name, ranked in text_lists.items()}}
-            matched = dict(zip(lists["generated"], res.matched))
+            matched = {}
+            for ranked in generated.values():
+                for tid, groups in zip(*ranked[i]):
+                    matched.setdefault(tid, groups)
             score = reciprocal_rank_scores(list(lists.values()), self.rrf_k)
             best = sorted(score, key=lambda t: -score[t])[:int(k)]
             out.append([self._record(rank, tid, score[tid], matched.get(tid, []),
@@ -307,17 +337,28 @@ class RecommenderOptions:
     mode: Literal["order", "modality", "catalog", "none"] = field(default="catalog", metadata={
         "help": "decoding mask: order, modality, catalog (only IDs of existing tracks) or none"})
     num_beams: int = field(default=4, metadata={"help": "beams (merged by probability in retrieval)"})
+    ranking: Literal["match", "beams"] = field(default="match", metadata={
+        "help": "match: 3MTokenRec's hierarchical matching of the merged beams; beams: each beam's own track first, "
+                "best beam first (the Spotify recipe's choice on validation: beams with 16 beams, docs/t2mr.md)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     hybrid: list[str] = field(default_factory=list, metadata={
         "help": "also search the catalog's text with these (bm25, dense) and fuse their rankings with the "
                 "generated one by reciprocal ranks; needs --catalog. On Spotify's unseen playlist names the fusion "
                 "with both gave P@10 0.0740 against 0.0494 for the three-level model alone (docs/t2mr.md)"})
-    hybrid_depth: int = field(default=64, metadata={"help": "with --hybrid: how deep each fused ranking is"})
-    rrf_k: float = field(default=60.0, metadata={"help": "with --hybrid: a rank r (from 1) adds 1 / (rrf_k + r)"})
+    ensemble: list[str] = field(default_factory=list, metadata={
+        "help": "more bundles (other seeds of the same recipe, or other tokenizers) that generate for each request "
+                "too; their rankings are fused with this bundle's by reciprocal ranks (sources generated_2, ...). "
+                "On Spotify's unseen playlist names two seeds fused gave P@10 0.0738 against 0.0680 / 0.0689 for "
+                "each alone (validation, docs/t2mr.md round 14)"})
+    hybrid_depth: int = field(default=64, metadata={
+        "help": "with --hybrid or --ensemble: how deep each fused ranking is"})
+    rrf_k: float = field(default=60.0, metadata={
+        "help": "with --hybrid or --ensemble: a rank r (from 1) adds 1 / (rrf_k + r)"})
 
     def load(self) -> Recommender:
         return Recommender.from_pretrained(self.bundle, self.relevance, device=self.device, mode=self.mode,
-                                           num_beams=self.num_beams, catalog=self.catalog, hybrid=self.hybrid,
+                                           num_beams=self.num_beams, ranking=self.ranking, catalog=self.catalog,
+                                           hybrid=self.hybrid, ensemble=self.ensemble,
                                            hybrid_depth=self.hybrid_depth, rrf_k=self.rrf_k)
 
 

@@ -5,9 +5,10 @@
 
 POST /recommend {"query": "...", "k": 10} -> {"query", "tracks"}, the tracks being the records of
 `Recommender.recommend` for that query; a bad request (empty query, k <= 0, wrong types) -> 400 {"detail": message}.
-GET /health -> {status, bundle, tracks, hybrid, requests, generate_calls, largest_batch}. Binds 127.0.0.1:8000 by
-default. With --hybrid bm25 dense (and --catalog) each answer fuses the generated ranking with text search over the
-catalog (inference.recommend: Recommender's hybrid answers).
+GET /health -> {status, bundle, tracks, hybrid, ensemble, requests, generate_calls, largest_batch}. Binds
+127.0.0.1:8000 by default. With --hybrid bm25 dense (and --catalog) each answer fuses the generated ranking with text
+search over the catalog (inference.recommend: Recommender's hybrid answers); with --ensemble B2 ... the rankings of
+more bundles are fused in too.
 
 Batching: requests join one queue on the event loop. The collector waits until --max_batch_size requests are queued
 or the oldest has waited --max_wait_ms, then answers up to max_batch_size of them with one `Recommender.recommend`
@@ -147,6 +148,7 @@ def create_app(recommender: Recommender, bundle_name: str, max_batch_size: int =
         search = getattr(recommender, "text_search", None)
         return {"status": "ok", "bundle": bundle_name, "tracks": recommender.db.num_tracks,
                 "hybrid": list(search.retrievers) if search is not None else [],
+                "ensemble": [str(m.bundle.path) for m in getattr(recommender, "members", [])],
                 "requests": batcher.requests, "generate_calls": batcher.generate_calls,
                 "largest_batch": batcher.largest_batch}
 

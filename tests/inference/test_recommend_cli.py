@@ -154,6 +154,43 @@ def test_hybrid_answers_fuse_the_generated_and_the_text_rankings(bundle, rec):  
     assert table[2].split()[-1] == ",".join(out[0][0]["sources"])
 
 
+def test_ensemble_fuses_each_models_ranking_with_the_text_rankings(bundle, rec):  # noqa: F811
+    from inference.retrieval import reciprocal_rank_fusion
+    from inference.text_retrieval import BM25Retriever
+
+    root, _ = bundle
+    catalog = root / "run" / "catalog.parquet"
+    beams = Recommender(load_bundle(root / "model"), num_beams=3, ranking="beams")
+    fused = Recommender(load_bundle(root / "model"), num_beams=3, ranking="beams", catalog=catalog, hybrid=["bm25"],
+                        hybrid_depth=20, rrf_k=5, ensemble=[load_bundle(root / "model")])
+    assert len(fused.members) == 1 and fused.members[0].ranking == "beams" and fused.members[0].num_beams == 3
+    queries = ["rock", "jazz", "play some rock"]
+    out = fused.recommend(queries, k=6)
+    gens = beams.generate(queries)
+    bm25 = BM25Retriever().fit(catalog).rank(queries, 20)
+    differs = 0
+    for i, records in enumerate(out):
+        generated = [beams.db.track_ids[int(r)] for r in beams.rank([gens[i]], k=20)[0].rows]
+        text = [beams.db.track_ids[int(r)] for r in bm25[i] if r >= 0]
+        expected = reciprocal_rank_fusion([generated, generated, text], rrf_k=5)[:6]
+        differs += expected != reciprocal_rank_fusion([generated, text], rrf_k=5)[:6]
+        assert [t["track_id"] for t in records] == expected
+        for t in records:
+            in_generated = t["track_id"] in generated
+            assert t["sources"] == [n for n, yes in (("generated", in_generated), ("generated_2", in_generated),
+                                                     ("bm25", t["track_id"] in text)) if yes]
+            assert bool(t["matched"]) <= in_generated
+    assert differs  # the second model's ranking counts: without it the order is another
+
+
+def test_missing_ensemble_bundle_is_one_line(bundle, capsys):  # noqa: F811
+    root, _ = bundle
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--bundle", str(root / "model"), "--ensemble", "runs/no_such_run/sft/model", "--query", "rock"])
+    assert exit_info.value.code == 2
+    assert "runs/no_such_run/sft/model: no such directory" in _one_line_error(capsys.readouterr().err)
+
+
 def test_hybrid_needs_known_retrievers_and_a_catalog(bundle, capsys):  # noqa: F811
     root, _ = bundle
     model = str(root / "model")

@@ -42,6 +42,7 @@ def test_health(server, bundle):  # noqa: F811
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["bundle"] == str(root / "model") and health["tracks"] == db.num_tracks
     assert {"requests", "generate_calls"} <= set(health)
+    assert health["hybrid"] == [] and health["ensemble"] == []
 
 
 def test_concurrent_requests_are_batched_and_answered_as_alone(server, rec):
