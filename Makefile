@@ -96,6 +96,9 @@ T2MR_FOLD_RUNS ?= text_album_mention_dz256 text_album_mention_dz256_l1 text_albu
 # the RQ-VAE with a 256-d latent behind one 512-wide layer: the Spotify recipe's IDs (chosen on validation,
 # docs/t2mr.md round 10)
 RQVAE_DZ256 = --lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512
+# one-level RQ-VAEs with the same latent (round 14, not chosen): k-means init on every row, dead-code reset (the
+# per-modality path: grouped training does not reset dead codes)
+RQVAE_VQ = --lr 1e-3 --d_z 256 --hidden_dims 512 --kmeans_init_rows -1 --dead_code_reset true --grouped false
 # RQ-VAE $$N with options $$O in run $$R on the GPU (grouped), where missing
 RQVAE_GPU = test -f $$R/tokenizers/$$N/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 	--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $$O --run_dir $$R --out_dir $$R/tokenizers/$$N
@@ -131,10 +134,11 @@ t2mr_gpu: venv
 	# RQ-VAE tokenizers NAME:OPTIONS, where missing: the paper's; at lr 1e-3 (on 28k tracks the paper's 150 epochs at
 	# 1e-4 are 6,600 steps, docs/t2mr.md round 5); at lr 1e-3 with a 1,024-code first level, which keeps more of an
 	# artist's tracks together (round 6); the same for 600 epochs (round 7); the same with a 256-d latent behind one
-	# 512-wide layer (round 9)
+	# 512-wide layer (round 9); one-level RQ-VAEs with 1,024 and 2,048 codes (round 14)
 	for V in "rqvae:" "rqvae_lr1e3:--lr 1e-3" "rqvae_cb1024_lr1e3:--lr 1e-3 --codebook_sizes 1024 256 256" \
 		"rqvae_cb1024_lr1e3_ep600:--lr 1e-3 --codebook_sizes 1024 256 256 --epochs 600" \
-		"rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)"; do \
+		"rqvae_cb1024_lr1e3_dz256:$(RQVAE_DZ256)" "rqvae_vq1k_dz256:$(RQVAE_VQ) --codebook_sizes 1024" \
+		"rqvae_vq2k_dz256:$(RQVAE_VQ) --codebook_sizes 2048"; do \
 		N=$${V%%:*}; O=$${V#*:}; for R in runs/spotify_val runs/spotify_bench; do $(RQVAE_GPU); done; done
 	for R in runs/spotify_val runs/spotify_bench; do $(PREFIX_IDS); done
 	test -f runs/spotify_bench/tokenizers/fusid/token_db.parquet || $(BIN)/music3m-train-tokenizer \
