@@ -203,7 +203,9 @@ def select_best(select: dict) -> dict:
 
     `select.folds` (optional): more validation folds, each {run_dir, from}, where the same plan ran
     (`--run_dir FOLD_RUN --out_dir FROM`); a run's score is then the request-weighted mean over the folds that have
-    it."""
+    it. Only runs scored on as many folds as the best-covered run can be chosen (means over other folds do not
+    compare: the folds differ in difficulty, docs/t2mr.md round 11), and never a run marked `select: false` (a seed
+    replicate); the others are scored and listed under `not_eligible` with the reason."""
     val_plan = yaml.safe_load(Path(select["plan"]).read_text())
     folds = [{"run_dir": val_plan.get("run_dir"), "from": select["from"]}, *select.get("folds", [])]
     fold_scores = []  # what each fold gave each run: the table behind the pooled scores (selection.json)
@@ -221,11 +223,19 @@ def select_best(select: dict) -> dict:
               for n in requests}
     if not scores:
         raise RuntimeError(f"select: no finished run in {[f['from'] for f in folds]}")
-    order = sorted(scores, key=lambda n: (-scores[n], list(scores).index(n)))  # ties: the earlier (simpler) run
+    covered = {n: sum(n in f["scores"] for f in fold_scores) for n in scores}
+    replicate = {r["name"] for r in val_plan["runs"] if r.get("select", True) is False}
+    most = max((covered[n] for n in scores if n not in replicate), default=0)
+    not_eligible = {n: "select: false" if n in replicate else f"scored on {covered[n]} of the {most} folds"
+                    for n in scores if n in replicate or covered[n] < most}
+    eligible = [n for n in scores if n not in not_eligible]
+    if not eligible:
+        raise RuntimeError(f"select: no finished run can be chosen ({not_eligible})")
+    order = sorted(eligible, key=lambda n: (-scores[n], list(scores).index(n)))  # ties: the earlier (simpler) run
     best = order[0]
     run = next(r for r in val_plan["runs"] if r["name"] == best)
     chosen = {"best": best, "args": run.get("args", {}), "scores": scores,
-              "requests": requests, "folds": fold_scores}
+              "requests": requests, "folds": fold_scores, "not_eligible": not_eligible}
     if len(order) > 1:
         chosen["margin"] = selection_margin(per_fold, best, order[1])
     return chosen
@@ -247,6 +257,9 @@ def fold_table(selection: dict) -> str:
     pooled = [fmt_score(selection["scores"][r]) for r in runs]
     pooled = [f"**{p}**" if r == selection["best"] else p for r, p in zip(runs, pooled)]
     lines.append(f"| pooled | {max(selection['requests'].values())} | " + " | ".join(pooled) + " |")
+    not_eligible = selection.get("not_eligible") or {}
+    if not_eligible:
+        lines.append("\nNot eligible: " + "; ".join(f"`{n}` ({why})" for n, why in not_eligible.items()) + ".")
     return "\n".join(lines)
 
 

@@ -98,6 +98,23 @@ def test_selection_pools_folds_by_requests(tmp_path, monkeypatch):
     assert margin["ci95"][0] < 0.028 < margin["ci95"][1]
 
 
+def test_selection_compares_runs_over_the_same_folds_and_skips_replicates(tmp_path, monkeypatch):
+    val_plan = tmp_path / "val.yaml"
+    val_plan.write_text(json.dumps({**PLAN, "runs": [{"name": "a"}, {"name": "short"}, {"name": "b"},
+                                                     {"name": "a_seed43", "select": False, "args": {"seed": 43}}]}))
+    # "short" ran on the easy fold only and "a_seed43" is a seed replicate: either would win on its pooled score
+    by_fold = {"runs/x": {"a": _scored(0.10, 60), "short": _scored(0.20, 60), "b": _scored(0.06, 60),
+                          "a_seed43": _scored(0.30, 60)},
+               "runs/v1": {"a": _scored(0.02, 60), "b": _scored(0.03, 60), "a_seed43": _scored(0.30, 60)}}
+    monkeypatch.setattr(te, "_fold_scores", lambda plan, set_name, fold: by_fold[fold["run_dir"]])
+    chosen = te.select_best({"plan": str(val_plan), "from": "x", "set": "val",
+                             "folds": [{"run_dir": "runs/v1", "from": "y"}]})
+    assert chosen["best"] == "a" and chosen["margin"]["runner_up"] == "b"
+    assert chosen["scores"]["short"] == pytest.approx(0.20) and chosen["scores"]["a_seed43"] == pytest.approx(0.30)
+    assert chosen["not_eligible"] == {"short": "scored on 1 of the 2 folds", "a_seed43": "select: false"}
+    assert "`short` (scored on 1 of the 2 folds); `a_seed43` (select: false)" in te.fold_table(chosen)
+
+
 def _scored(value, requests):
     """What _fold_scores gives for one run: (selection score, requests, per-request P@10), here every request alike."""
     return value, requests, [value] * requests
