@@ -133,13 +133,11 @@ class Recommender:
                         **kwargs) -> Recommender:
         """Bundle directory or Hub id (+ relevance model directory) -> Recommender. Missing inputs raise
         BundleNotFoundError / InputNotFoundError (one-line messages) before anything heavy is loaded."""
-        if looks_local(bundle):
-            resolve_bundle_path(bundle)  # a missing local bundle is reported first
-        check_hybrid(kwargs.get("hybrid", ()), kwargs.get("catalog"))
         ensemble = list(kwargs.pop("ensemble", ()) or ())
-        for member in ensemble:
-            if looks_local(member):
-                resolve_bundle_path(member)
+        for name in (bundle, *ensemble):  # a missing local bundle (this one, then the ensemble's) is reported first
+            if looks_local(name):
+                resolve_bundle_path(name)
+        check_hybrid(kwargs.get("hybrid", ()), kwargs.get("catalog"))
         if kwargs.get("catalog"):
             check_catalog(kwargs["catalog"])
         rel = None
