@@ -81,6 +81,11 @@ ROWS = {  # run order
                                           "+ fused projections, no host sync, 2 workers, batch 128", 128, fast=True,
                                           compile=True, workers=2, fuse=True,
                                           compile_mode="max-autotune-no-cudagraphs"),
+    "fast128_compile_fused_lean_cd": row("fast path + compile with coordinate-descent tuning of Inductor's pointwise "
+                                         "and reduction kernels + fused projections + compiled cross-entropy + "
+                                         "clipping inside AdamW, no host sync, 2 workers, batch 128", 128, fast=True,
+                                         compile=True, workers=2, fuse=True, compile_loss=True, fused_clip=True,
+                                         compile_mode="coordinate-descent"),
     "fast128_compile_fp8": row("fast path + compile + float8 matmuls in the decoder layers (torchao), no host sync, "
                                "2 workers, batch 128", 128, fast=True, compile=True, workers=2, fp8=True),
     "fast128_compile_fused_fp8": row("fast path + compile + fused projections + float8 matmuls (torchao), no host "
@@ -97,7 +102,7 @@ ROWS = {  # run order
 # (recomputed activations; compiled or eager fast path), so their difference is what bf16 rounding alone does.
 PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128_compile_fused"),
                 ("stock128", "fast128_compile_fused_clip"), ("stock128", "fast128_compile_fused_loss"),
-                ("stock128", "fast128_compile_fused_lean"),
+                ("stock128", "fast128_compile_fused_lean"), ("stock128", "fast128_compile_fused_lean_cd"),
                 ("stock128", "fast128_compile_fused_autotune"),
                 ("stock128", "fast128_compile_fp8"), ("stock128", "fast128_compile_fused_fp8"),
                 ("stock128", "fast128_compile_ce"),

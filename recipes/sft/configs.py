@@ -49,8 +49,9 @@ class SFTScriptArguments:
     fast_path_compile: bool = field(default=False, metadata={"help": "fast path: torch.compile each decoder layer"})
     fast_path_compile_mode: str = field(default="default", metadata={
         "help": "fast path: torch.compile mode of the decoder layers (default, max-autotune-no-cudagraphs: Inductor "
-                "benchmarks GEMM and pointwise kernel choices at the first compile, minutes longer). CUDA graphs "
-                "(reduce-overhead, max-autotune) do not suit a packed row whose length changes every step"})
+                "benchmarks GEMM and pointwise kernel choices at the first compile, minutes longer; "
+                "coordinate-descent: only the generated pointwise/reduction kernels' block sizes are tuned). "
+                "CUDA graphs (reduce-overhead, max-autotune) do not suit a packed row whose length changes every step"})
     fast_path_liger: bool = field(default=False, metadata={
         "help": "fast path: Liger RMSNorm/SwiGLU/RoPE kernels (needs liger-kernel, CUDA)"})
     fast_path_fuse_projections: bool = field(default=False, metadata={

@@ -232,7 +232,10 @@ def convert_layers_to_float8(model) -> int:
     return sum(hasattr(m, "linear_mm_config") for layer in decoder_layers(model) for m in layer.modules())
 
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "coordinate-descent")
+# compile modes that are Inductor options rather than torch.compile modes: coordinate-descent tunes the block sizes
+# of the generated pointwise and reduction kernels (SiLU x up, RMSNorm) and leaves the matmuls to cuBLAS
+_COMPILE_OPTIONS = {"coordinate-descent": {"coordinate_descent_tuning": True}}
 
 
 def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
@@ -263,8 +266,10 @@ def prepare_fast_model(model, compile_layers: bool = False, liger: bool = False,
 
         # one compiled graph serves all layers; the lengths change every step (automatic dynamic shapes after one)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        how = ({"options": _COMPILE_OPTIONS[compile_mode]} if compile_mode in _COMPILE_OPTIONS
+               else {"mode": compile_mode})
         for layer in decoder_layers(model):
-            layer.compile(mode=compile_mode)
+            layer.compile(**how)
         done["compiled_layers"] = len(decoder_layers(model))
         done["compile_mode"] = compile_mode
     logger.info("fast path: %s", done)

@@ -228,7 +228,8 @@ def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
 @needs_cuda
 @pytest.mark.parametrize("liger, fuse, fp8, mode", [(False, False, False, "default"), (True, False, False, "default"),
                                                    (False, True, False, "default"), (False, True, True, "default"),
-                                                   (False, True, False, "max-autotune-no-cudagraphs")])
+                                                   (False, True, False, "max-autotune-no-cudagraphs"),
+                                                   (False, True, False, "coordinate-descent")])
 def test_compiled_fast_path_trains_like_eager_cuda(liger, fuse, fp8, mode):
     """The compiled layers (with Liger kernels, with fused projections, fused and in float8, or fused and autotuned)
     against the eager fast path in bf16."""
@@ -261,6 +262,11 @@ def test_compile_mode_is_checked_and_reaches_every_layers_compile(monkeypatch):
     done = prepare_fast_model(model, compile_layers=True, compile_mode="max-autotune-no-cudagraphs")
     assert modes == ["max-autotune-no-cudagraphs"] * TINY["num_hidden_layers"] == ["max-autotune-no-cudagraphs"] * 2
     assert done["compile_mode"] == "max-autotune-no-cudagraphs"
+    options = []
+    monkeypatch.setattr(torch, "compile", lambda fn, *a, **kw: options.append((kw.get("mode"), kw.get("options")))
+                        or fn)
+    prepare_fast_model(tiny_model(), compile_layers=True, compile_mode="coordinate-descent")
+    assert options == [(None, {"coordinate_descent_tuning": True})] * 2
 
 
 @needs_cuda
