@@ -83,7 +83,8 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
     counts = {}
     for name, extra in (("basic", {"mode": "template", "templates": "basic"}),
                         ("rich", {"mode": "template", "templates": "rich"}),
-                        ("playlists", {"mode": "playlists", "playlists": str(train)}),
+                        # a training playlist may share its name with a held-out one: those rows are dropped too
+                        ("playlists", {"mode": "playlists", "playlists": str(train), **held_out}),
                         # every catalog track in the train split (a T2MR model should be able to emit any track)
                         ("basic_all", {"mode": "template", "templates": "basic", "test_fraction": 0.0, **held_out}),
                         # one request per track that names its artist ("This Is X", "X essentials", ...)

@@ -66,6 +66,13 @@ def test_playlists_source_writes_one_row_per_member(tmp_path):
         ("70s Hard Rock", "a", "train", "playlists"), ("70s Hard Rock", "b", "train", "playlists"),
         ("Chill", "c", "train", "playlists")]
     assert result["counts"]["playlists"] == 2
+    # a held-out playlist with a training playlist's name (other case and spacing): its rows are never trained on
+    (tmp_path / "held_out.jsonl").write_text(json.dumps({"playlist_id": "e", "name": "70S  hard rock", "tracks": []}))
+    result = dqt_run(DqtConfig(run_dir=str(tmp_path), mode="playlists", playlists=str(tmp_path / "train.jsonl"),
+                               exclude_requests=str(tmp_path / "held_out.jsonl")))
+    rows = [json.loads(line) for line in (tmp_path / "dqt" / "dqt.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in rows] == ["Chill"]
+    assert result["counts"]["excluded_requests"] == 2 and result["counts"]["rows"] == 1
     with pytest.raises(SystemExit):
         dqt_run(DqtConfig(run_dir=str(tmp_path), mode="playlists"))
 
