@@ -150,9 +150,10 @@ class Recommender:
     def _end_of_turn_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
         ids = [ids] if isinstance(ids, int) else list(ids or [])
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.append(im_end)
+        for marker in ("<|im_end|>", "<end_of_turn>"):  # ChatML's and Gemma's end of a turn
+            marker_id = self.tokenizer.convert_tokens_to_ids(marker)
+            if isinstance(marker_id, int) and marker_id != self.tokenizer.unk_token_id:
+                ids.append(marker_id)
         if self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
         return sorted(set(ids))

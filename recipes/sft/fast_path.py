@@ -99,6 +99,10 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
         raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' needs cu_seq_lens_q (use PackedCollator)")
     if query.shape[0] != 1:
         raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' expects one packed row, got batch {query.shape[0]}")
+    if sliding_window is not None and max_length_q > sliding_window:  # Gemma 3's local layers: the window would cut
+        raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' is causal over each whole example; an example of up to "
+                         f"{max_length_q} tokens is longer than this layer's sliding window ({sliding_window}): "
+                         f"lower max_length or train without the fast path")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     q = query[0].transpose(0, 1).contiguous()                                 # [T, H, D]
     k = key[0].transpose(0, 1).contiguous()                                   # [T, Hkv, D]

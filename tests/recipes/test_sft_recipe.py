@@ -104,3 +104,28 @@ def test_sft_trains_continues_and_reloads(workdir):
     with torch.no_grad():
         gen = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert gen.shape[1] > prompt["input_ids"].shape[1] and int(gen.max()) < model.config.vocab_size
+
+
+def test_gemma3_base_model_trains_on_the_fast_path_and_answers_with_a_catalog_track(workdir):
+    """The larger offline base model end to end on CPU: the packaged Gemma 3 270M GGUF (dequantised), its turn
+    format, music tokens started from the vocabulary, four packed fast-path steps; the bundle reloads with the turn
+    format and, under the catalog mask, answers a request with tracks of the token database."""
+    from inference.recommend import Recommender
+    from recipes.sft.model_utils import GEMMA_TURNS_TEMPLATE
+
+    out = workdir / "gemma"
+    proc = _run(workdir, "gemma", model_name_or_path="gemma3-270m", random_init_config=None,
+                tokenizer_name_or_path=None, model_cache_dir=str(workdir / "model_cache"), fast_path=True,
+                max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="no")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [h["loss"] for h in _log_history(out) if "loss" in h]
+    assert len(losses) == 4 and all(np.isfinite(losses)), losses
+    bundle = load_bundle(out)
+    assert bundle.model.config.model_type == "gemma3_text" and bundle.tokenizer.chat_template == GEMMA_TURNS_TEMPLATE
+    prompt = bundle.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                  add_generation_prompt=True)
+    assert prompt == "<bos><start_of_turn>user\nx<end_of_turn>\n<start_of_turn>model\n"
+    rec = Recommender.from_pretrained(out, num_beams=2)
+    tracks = rec.recommend(["play some 90s rock"], k=3, modality_selection=False)[0]
+    assert [r["rank"] for r in tracks] == [1, 2, 3]
+    assert {r["track_id"] for r in tracks} <= set(bundle.token_db.track_ids)
