@@ -331,14 +331,15 @@ def test_fused_projections_give_the_same_loss_and_gradients(family):
     assert cached.shape == (1, 7)
 
 
-def _gemma3_tiny(sliding_window=64):
+def _gemma3_tiny(sliding_window=64, head_dim=16, kv_heads=2, device="cpu", dtype=torch.float32):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(2)
-    config = Gemma3TextConfig(**{**TINY, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": sliding_window,
+    config = Gemma3TextConfig(**{**TINY, "head_dim": head_dim, "query_pre_attn_scalar": head_dim,
+                                 "num_key_value_heads": kv_heads, "sliding_window": sliding_window,
                                  "layer_types": ["sliding_attention", "full_attention"]})
     config._attn_implementation = "sdpa"
-    return Gemma3ForCausalLM(config).eval()
+    return Gemma3ForCausalLM(config).to(device=device, dtype=dtype).eval()
 
 
 def test_gemma3_packed_loss_equals_stock_and_its_gate_up_fuses():
@@ -358,6 +359,23 @@ def test_gemma3_packed_loss_equals_stock_and_its_gate_up_fuses():
     prepare_fast_model(model)
     with pytest.raises(ValueError, match="sliding window"):
         answer_only_loss(model, batch)
+
+
+@needs_cuda
+def test_gemma3_compiled_fast_path_trains_like_eager_cuda():
+    """Gemma 3 270M's attention shape (head_dim 256, one key/value head for four query heads) through the flash varlen
+    kernel, compiled with fused gate/up, against the eager fast path in bf16."""
+    feats = examples(6, seed=3)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
+    losses = []
+    for compiled in (False, True):
+        model = _gemma3_tiny(head_dim=256, kv_heads=1, device="cuda", dtype=torch.bfloat16).train()
+        prepare_fast_model(model, compile_layers=compiled, fuse_projections=compiled)
+        loss, _ = answer_only_loss(model, batch)
+        loss.backward()
+        losses.append((loss.item(), model.lm_head.weight.grad.float().norm().item()))
+    (l0, g0), (l1, g1) = losses
+    assert abs(l0 - l1) < 2e-2 * l0 and abs(g0 - g1) < 5e-2 * g0, losses
 
 
 def test_float8_layers_train_close_to_float32_and_fused_matmuls_run_in_float8(monkeypatch):
