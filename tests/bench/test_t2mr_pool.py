@@ -42,3 +42,23 @@ def test_pool_reads_what_t2mr_writes(tmp_path):
     assert values == [0.2, 0.0]
     out = pool([_write(tmp_path / "t.json", {"m": values})])
     assert out["m"]["P@10"] == pytest.approx(0.1)
+
+
+def test_average_scores_the_per_request_mean_of_seed_replicates(tmp_path):
+    from bench.t2mr_pool import parse_averages
+
+    a = _write(tmp_path / "a.json", {"s42 [beams, 16 beams]": [0.0, 0.2, 0.4], "s43": [0.2, 0.2, 0.0],
+                                     "BM25": [0.1, 0.1, 0.1]})
+    b = _write(tmp_path / "b.json", {"s42 [beams, 16 beams]": [0.6], "BM25": [0.0]})  # no s43: the average skips b
+    out = pool([a, b], averages=parse_averages(["mean=s42 [beams, 16 beams] + s43"]))
+    assert out["mean"]["files"] == 1 and out["mean"]["requests"] == 3
+    assert out["mean"]["P@10"] == pytest.approx((0.1 + 0.2 + 0.2) / 3)
+    lo, hi = out["mean"]["P@10 - BM25 95% CI"]
+    assert lo <= out["mean"]["P@10"] - 0.1 <= hi and hi - lo < 0.2  # paired: the seeds' spread is averaged away
+    assert out["s42 [beams, 16 beams]"]["requests"] == 4  # the members keep their own rows
+    for bad in (["mean"], ["mean=s42"], ["=s42 + s43"]):
+        with pytest.raises(ValueError, match="--average"):
+            parse_averages(bad)
+    c = _write(tmp_path / "c.json", {"s42": [0.1], "s43": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="different requests"):
+        pool([c], averages={"mean": ["s42", "s43"]})
