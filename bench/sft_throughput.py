@@ -39,10 +39,11 @@ from tokenizer_ext.token_db import TokenDB
 
 
 def row(label, batch, fast=False, compile=False, liger=False, fused_ce=False, checkpointing=False, workers=0,
-        host_sync=False, fuse=False, fp8=False, compile_mode="default", compile_loss=False, fused_clip=False) -> dict:
+        host_sync=False, fuse=False, fp8=False, compile_mode="default", compile_loss=False, fused_clip=False,
+        share_prefix=False) -> dict:
     return dict(label=label, batch=batch, fast=fast, compile=compile, liger=liger, fused_ce=fused_ce,
                 checkpointing=checkpointing, workers=workers, host_sync=host_sync, fuse=fuse, fp8=fp8,
-                compile_mode=compile_mode, compile_loss=compile_loss, fused_clip=fused_clip)
+                compile_mode=compile_mode, compile_loss=compile_loss, fused_clip=fused_clip, share_prefix=share_prefix)
 
 
 # TRL's SFTConfig turns gradient checkpointing on by default; the fast path turns it off (peak memory stays far below
@@ -59,6 +60,8 @@ ROWS = {  # run order
     "stock128_nogc": row("stock TRL SFTTrainer, padding, batch 128, gradient checkpointing off", 128, host_sync=True),
     "fast128": row("fast path: packed rows + varlen attention + answer-only head, no checkpointing, batch 128", 128,
                    fast=True, workers=2),
+    "fast128_prefix": row("fast path + the shared system turn computed once per row, no compile, batch 128", 128,
+                          fast=True, workers=2, share_prefix=True),
     "fast128_compile_sync": row("fast path + torch.compile per decoder layer, host sync per step, collation in the "
                                 "training process, batch 128", 128, fast=True, compile=True, host_sync=True),
     "fast128_compile_nosync": row("fast path + compile, no host sync per step, collation in the training process, "
@@ -86,6 +89,11 @@ ROWS = {  # run order
                                          "clipping inside AdamW, no host sync, 2 workers, batch 128", 128, fast=True,
                                          compile=True, workers=2, fuse=True, compile_loss=True, fused_clip=True,
                                          compile_mode="coordinate-descent"),
+    "fast128_compile_fused_lean_prefix": row("fast path + compile + fused projections + compiled cross-entropy + "
+                                             "clipping inside AdamW + the shared system turn computed once per row, "
+                                             "no host sync, 2 workers, batch 128", 128, fast=True, compile=True,
+                                             workers=2, fuse=True, compile_loss=True, fused_clip=True,
+                                             share_prefix=True),
     "fast128_compile_fp8": row("fast path + compile + float8 matmuls in the decoder layers (torchao), no host sync, "
                                "2 workers, batch 128", 128, fast=True, compile=True, workers=2, fp8=True),
     "fast128_compile_fused_fp8": row("fast path + compile + fused projections + float8 matmuls (torchao), no host "
@@ -103,6 +111,7 @@ ROWS = {  # run order
 PARITY_PAIRS = (("stock32", "fast32_compile"), ("stock128", "fast128_compile"), ("stock128", "fast128_compile_fused"),
                 ("stock128", "fast128_compile_fused_clip"), ("stock128", "fast128_compile_fused_loss"),
                 ("stock128", "fast128_compile_fused_lean"), ("stock128", "fast128_compile_fused_lean_cd"),
+                ("stock128", "fast128_compile_fused_lean_prefix"), ("stock128", "fast128_prefix"),
                 ("stock128", "fast128_compile_fused_autotune"),
                 ("stock128", "fast128_compile_fp8"), ("stock128", "fast128_compile_fused_fp8"),
                 ("stock128", "fast128_compile_ce"),
@@ -176,24 +185,33 @@ class StepRecorder:
     and the batch is read in the training process, so DataLoader workers change nothing."""
 
     def __init__(self):
-        self.steps = []  # (tokens, answer, squared lengths, loss): ints or 0-d device tensors
+        self.steps = []  # (tokens, answer, squared lengths, loss, tokens computed): ints or 0-d device tensors
 
     def __call__(self, inputs: dict, loss: torch.Tensor) -> None:
         if "cu_seq_lens" in inputs:  # packed fast-path row
-            lens = inputs["cu_seq_lens"][1:] - inputs["cu_seq_lens"][:-1]
-            self.steps.append((inputs["input_ids"].numel(), inputs["answer_positions"].numel(),
-                               lens.long().pow(2).sum(), loss.detach()))
+            cu = inputs.get("cu_seq_lens_k", inputs["cu_seq_lens"])
+            lens = cu[1:] - cu[:-1]
+            if "kv_index" in inputs:  # a shared prefix: its own sequence first, then the examples' full lengths
+                lens = lens[1:]
+            # the examples' tokens (those stock processes); fewer go through the decoder when a prefix is shared
+            tokens = inputs.get("chat_tokens", inputs["input_ids"].numel())
+            self.steps.append((tokens, inputs["answer_positions"].numel(), lens.long().pow(2).sum(), loss.detach(),
+                               inputs["input_ids"].numel()))
         else:  # padded stock batch
             lens = inputs["attention_mask"].sum(1)
             if "labels" in inputs:
                 answer = (inputs["labels"][:, 1:] != -100).sum()
             else:  # TRL's completion_mask: 1 on answer tokens; the first token predicts nothing
                 answer = (inputs["completion_mask"][:, 1:] * inputs["attention_mask"][:, 1:]).sum()
-            self.steps.append((lens.sum(), answer, lens.long().pow(2).sum(), loss.detach()))
+            self.steps.append((lens.sum(), answer, lens.long().pow(2).sum(), loss.detach(), lens.sum()))
 
     def totals(self, first: int, last: int) -> tuple[int, int, int]:
         timed = self.steps[first:last]
         return tuple(int(sum(int(s[i]) for s in timed)) for i in range(3))
+
+    def computed(self, first: int, last: int) -> int:
+        """Tokens through the decoder over the steps (below the examples' tokens when a prefix is shared)."""
+        return int(sum(int(s[4]) for s in self.steps[first:last]))
 
     def losses(self) -> list[float]:
         return [float(s[3]) for s in self.steps]
@@ -257,6 +275,7 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     sa.fast_path_fused_ce, sa.fast_path_fuse_projections, sa.fast_path_fp8 = spec["fused_ce"], spec["fuse"], spec["fp8"]
     sa.fast_path_compile_mode = spec["compile_mode"]
     sa.fast_path_compile_loss, sa.fast_path_fused_clip = spec["compile_loss"], spec["fused_clip"]
+    sa.fast_path_share_prefix = spec["share_prefix"]
     ta = copy.deepcopy(training_args)
     ta.per_device_train_batch_size, ta.max_steps, ta.gradient_checkpointing = batch, steps, spec["checkpointing"]
     ta.dataloader_drop_last = True  # every step the same number of examples (and no recompile for a short batch)
@@ -286,10 +305,11 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     trainer.train()
     total_s = time.perf_counter() - t_start
     tokens, answer, sq = recorder.totals(warmup, steps)
+    computed = recorder.computed(warmup, steps)
     local_seconds = clock.t1 - clock.t0
     # per GPU: the ranks' mean tokens over the slowest rank's time; the loss: the ranks' losses summed (each is its
     # share of the global answer-token mean: loss_sum_rank x ranks / global count) / ranks = the global mean
-    tokens, answer, sq = (x / WORLD for x in across_ranks([tokens, answer, sq]))
+    tokens, answer, sq, computed = (x / WORLD for x in across_ranks([tokens, answer, sq, computed]))
     seconds = across_ranks([local_seconds], "max")[0]
     losses = [x / WORLD for x in across_ranks(recorder.losses())]
     flops = model_flops(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module,
@@ -297,6 +317,7 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     row = {"key": key, "label": spec["label"], "batch": batch, "steps": steps, "timed_steps": steps - warmup,
            "gpus": WORLD, "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
            "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),
+           "computed_tokens_per_s": computed / seconds,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0,
            "train_wall_s": total_s,
            "mean_tokens_per_example": tokens / (batch * (steps - warmup)), "losses": losses,
@@ -325,13 +346,14 @@ def matmul_tflops(m: int = 8192, n: int = 8960, k: int = 1536, reps: int = 50) -
 def print_tables(rows: list[dict], device: str, parity_tol: float) -> dict:
     gpus = f"{WORLD} GPUs ({rows[0]['distributed_type']})" if WORLD > 1 else "one GPU"
     say(f"\n### SFT throughput, {gpus}, {device}, {rows[0]['steps']} steps per row\n")
-    say("| run | examples/step | non-padding tokens/s per GPU | MFU | peak memory GiB | x stock batch 32 | "
-        "loss step 1 -> last |")
-    say("|---|---|---|---|---|---|---|")
+    say("| run | examples/step | non-padding tokens/s per GPU | through the decoder | MFU | peak memory GiB | "
+        "x stock batch 32 | loss step 1 -> last |")
+    say("|---|---|---|---|---|---|---|---|")
     base = next((r["tokens_per_s"] for r in rows if r["key"] == "stock32"), None)
     for r in rows:
         ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "-"
-        say(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
+        say(f"| {r['label']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {r['computed_tokens_per_s']:,.0f} | "
+            f"{100 * r['mfu']:.1f}% | "
             f"{r['peak_mem_gib']:.1f} | {ratio} | {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f} |")
     parity = {}
     by_key = {r["key"]: r for r in rows}

@@ -69,6 +69,12 @@ class SFTScriptArguments:
         "help": "fast path: gradient clipping folded into the fused AdamW step (the clip factor becomes the "
                 "optimizer's grad_scale: one pass over the gradients less per step; same update). Needs optim "
                 "adamw_torch_fused and one GPU or DDP; elsewhere the Trainer's own clipping runs"})
+    fast_path_share_prefix: bool = field(default=False, metadata={
+        "help": "fast path: the tokens every example of a step starts with and learns nothing from (the system "
+                "turn: 31 of the Spotify chats' 69 tokens with the Qwen tokenizer) are computed once per packed row "
+                "and each example attends to that copy; same loss and gradients (CPU-tested), fewer tokens through "
+                "the decoder. Needs the flash varlen kernel to align a sequence's queries with the end of its keys "
+                "(the CUDA test tests/recipes/test_fast_path.py::test_varlen_kernel_matches_dense_reference_cuda)"})
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})

@@ -1,6 +1,7 @@
 """SFT fast path (the recipe's `fast_path: true`): tokenized chat examples -> packed rows, trained with the same loss.
 
-    PackedCollator      B examples -> one unpadded row [1, T], positions restarting per example, cu_seq_lens
+    PackedCollator      B examples -> one unpadded row [1, T], positions restarting per example, cu_seq_lens;
+                        optionally the examples' shared system turn once per row (share_prefix)
     varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
     FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
                         normalisation, no host sync per step; optionally the cross-entropy compiled and the
@@ -31,35 +32,73 @@ logger = logging.getLogger(__name__)
 ATTN_IMPLEMENTATION = "sft_varlen"
 
 
-class PackedCollator:
-    """[{input_ids, labels}] * B -> one packed row; labels may be replaced by completion_mask (1 = answer token)."""
+def shared_prefix_length(ids: list[list[int]], labels: list[list[int]], minimum: int = 8) -> int:
+    """Tokens that every example starts with and that predict nothing (the system turn, for the recipe's chats):
+    the longest common prefix P of `ids`, cut so that no label at positions 0..P is supervised (the last shared
+    position's target, token P, is then a prompt token in every example). 0 when that is under `minimum` tokens or
+    there is one example."""
+    if len(ids) < 2:
+        return 0
+    p = min(len(x) for x in ids)
+    first = ids[0]
+    for x in ids[1:]:
+        p = min(p, next((i for i, (a, b) in enumerate(zip(first, x)) if a != b), p))
+    for y in labels:
+        p = min(p, next((i for i, t in enumerate(y) if t != IGNORE_INDEX), len(y)) - 1)
+    return p if p >= minimum else 0
 
-    def __init__(self, max_length_multiple: int = 64):
+
+class PackedCollator:
+    """[{input_ids, labels}] * B -> one packed row; labels may be replaced by completion_mask (1 = answer token).
+
+    share_prefix: the tokens all B examples start with and learn nothing from (the system turn) are placed once at
+    the head of the row; each example's own tokens follow with the positions they have in the example, and attend
+    to that one copy (`kv_index` lays out each example's keys as prefix + its own tokens). The outputs and gradients
+    are those of the plain row; the decoder runs on (B - 1) x P fewer tokens. `chat_tokens` counts the examples'
+    tokens either way."""
+
+    def __init__(self, max_length_multiple: int = 64, share_prefix: bool = False):
         self.max_length_multiple = max_length_multiple  # few distinct max_length values: few recompiles
+        self.share_prefix = share_prefix
 
     def __call__(self, features: list[dict]) -> dict:
-        ids, positions, labels, shift, cu = [], [], [], [], [0]
-        for f in features:
-            x = list(f["input_ids"])
-            y = list(f["labels"]) if "labels" in f else \
-                [t if m else IGNORE_INDEX for t, m in zip(x, f["completion_mask"])]
-            ids += x
-            positions += range(len(x))
-            labels += y
-            shift += y[1:] + [IGNORE_INDEX]  # the next token of the same example; none after its last token
-            cu.append(cu[-1] + len(x))
+        xs = [list(f["input_ids"]) for f in features]
+        ys = [list(f["labels"]) if "labels" in f else
+              [t if m else IGNORE_INDEX for t, m in zip(x, f["completion_mask"])] for x, f in zip(xs, features)]
+        p = shared_prefix_length(xs, ys) if self.share_prefix else 0
+        ids, positions, labels, shift, cu = list(xs[0][:p]), list(range(p)), list(ys[0][:p]), [IGNORE_INDEX] * p, [0]
+        cu_k, kv_index = [0], list(range(p))
+        if p:  # the prefix is a sequence of its own (causal within it) ...
+            cu.append(p)
+            cu_k.append(p)
+        for x, y in zip(xs, ys):
+            start = len(ids)
+            ids += x[p:]
+            positions += range(p, len(x))
+            labels += y[p:]
+            shift += y[p + 1:] + [IGNORE_INDEX]  # the next token of the same example; none after its last token
+            cu.append(cu[-1] + len(x) - p)
+            if p:  # ... and each example's keys are the prefix's followed by its own
+                kv_index += list(range(p)) + list(range(start, start + len(x) - p))
+                cu_k.append(cu_k[-1] + len(x))
         shift_labels = torch.tensor(shift)
-        longest = max(b - a for a, b in zip(cu[:-1], cu[1:]))
         m = self.max_length_multiple
-        return {
+        longest = max(b - a for a, b in zip(cu[:-1], cu[1:]))
+        batch = {
             "input_ids": torch.tensor(ids)[None],                                  # [1, T]
             "position_ids": torch.tensor(positions)[None],                         # [1, T] 0.. per example
             "labels": torch.tensor(labels)[None],                                  # [1, T] unshifted (for counts)
             "shift_labels": shift_labels[None],                                    # [1, T] target of position t
             "answer_positions": torch.nonzero(shift_labels != IGNORE_INDEX).squeeze(1),  # [N] rows for the head
-            "cu_seq_lens": torch.tensor(cu, dtype=torch.int32),                    # [B + 1]
+            "cu_seq_lens": torch.tensor(cu, dtype=torch.int32),                    # [S + 1] query sequences
             "max_length": -(-longest // m) * m,
+            "chat_tokens": sum(len(x) for x in xs),
         }
+        if p:
+            batch.update({"cu_seq_lens_k": torch.tensor(cu_k, dtype=torch.int32),  # [S + 1] key sequences
+                          "max_length_k": -(-max(len(x) for x in xs) // m) * m,
+                          "kv_index": torch.tensor(kv_index)})                     # [sum of key lengths]
+        return batch
 
 
 def _varlen_kwargs() -> tuple[object | None, dict, bool, bool]:
@@ -78,13 +117,19 @@ _VARLEN_ATTN, _VARLEN_CAUSAL, _VARLEN_GQA, _VARLEN_SCALE = _varlen_kwargs()
 
 
 def dense_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_lens: torch.Tensor,
-                             scale: float) -> torch.Tensor:
-    """Reference: q [T, H, D], k/v [T, Hkv, D] -> [T, H, D], causal within each example of cu_seq_lens."""
-    total = q.shape[0]
-    doc = torch.repeat_interleave(torch.arange(len(cu_seq_lens) - 1, device=q.device),
-                                  (cu_seq_lens[1:] - cu_seq_lens[:-1]).long(), output_size=total)
-    pos = torch.arange(total, device=q.device)
-    mask = (doc[:, None] == doc[None, :]) & (pos[:, None] >= pos[None, :])  # [T, T] block-diagonal causal
+                             scale: float, cu_seq_lens_k: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: q [Tq, H, D], k/v [Tk, Hkv, D] -> [Tq, H, D], causal within each sequence: sequence s has the
+    queries cu_seq_lens[s]:cu_seq_lens[s + 1] and the keys cu_seq_lens_k[s]:cu_seq_lens_k[s + 1] (default: the
+    same), its last query aligned with its last key (a sequence with more keys than queries sees a prefix first)."""
+    cu_k = cu_seq_lens if cu_seq_lens_k is None else cu_seq_lens_k
+    len_q, len_k = (cu_seq_lens[1:] - cu_seq_lens[:-1]).long(), (cu_k[1:] - cu_k[:-1]).long()
+    seqs = torch.arange(len(len_q), device=q.device)
+    doc_q = torch.repeat_interleave(seqs, len_q, output_size=q.shape[0])
+    doc_k = torch.repeat_interleave(seqs, len_k, output_size=k.shape[0])
+    # position of each query / key counted from the end of its sequence
+    from_end_q = cu_seq_lens[1:].long()[doc_q] - torch.arange(q.shape[0], device=q.device)
+    from_end_k = cu_k[1:].long()[doc_k] - torch.arange(k.shape[0], device=q.device)
+    mask = (doc_q[:, None] == doc_k[None, :]) & (from_end_q[:, None] <= from_end_k[None, :])  # [Tq, Tk]
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # GQA: kv head j serves q heads j*rep..
     out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
@@ -93,20 +138,27 @@ def dense_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 
 def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
-                     cu_seq_lens_q=None, max_length_q=None, **kwargs):
-    """transformers attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None)."""
+                     cu_seq_lens_q=None, max_length_q=None, cu_seq_lens_k=None, max_length_k=None, kv_index=None,
+                     **kwargs):
+    """transformers attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None).
+    With kv_index (PackedCollator's share_prefix), the keys and values are first laid out as kv_index says, in the
+    sequences of cu_seq_lens_k."""
     if cu_seq_lens_q is None:
         raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' needs cu_seq_lens_q (use PackedCollator)")
     if query.shape[0] != 1:
         raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' expects one packed row, got batch {query.shape[0]}")
-    if sliding_window is not None and max_length_q > sliding_window:  # Gemma 3's local layers: the window would cut
+    if kv_index is None:  # keys are the queries' own tokens
+        cu_seq_lens_k, max_length_k = cu_seq_lens_q, max_length_q
+    if sliding_window is not None and max_length_k > sliding_window:  # Gemma 3's local layers: the window would cut
         raise ValueError(f"attention '{ATTN_IMPLEMENTATION}' is causal over each whole example; an example of up to "
-                         f"{max_length_q} tokens is longer than this layer's sliding window ({sliding_window}): "
+                         f"{max_length_k} tokens is longer than this layer's sliding window ({sliding_window}): "
                          f"lower max_length or train without the fast path")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     q = query[0].transpose(0, 1).contiguous()                                 # [T, H, D]
     k = key[0].transpose(0, 1).contiguous()                                   # [T, Hkv, D]
     v = value[0].transpose(0, 1).contiguous()
+    if kv_index is not None:  # the shared prefix's keys, once per example (their gradients add up in the backward)
+        k, v = k.index_select(0, kv_index), v.index_select(0, kv_index)
     if q.is_cuda and _VARLEN_ATTN is not None:
         kw = dict(_VARLEN_CAUSAL)
         if _VARLEN_SCALE:
@@ -123,9 +175,9 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
         if dtype not in (torch.float16, torch.bfloat16):  # float32 weights under bf16 autocast: the flash kernel
             half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
             q, k, v = q.to(half), k.to(half), v.to(half)  # takes half precision only, as sdpa would under autocast
-        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, **kw).to(dtype)
+        out = _VARLEN_ATTN(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, **kw).to(dtype)
     else:
-        out = dense_document_attention(q, k, v, cu_seq_lens_q, scale)
+        out = dense_document_attention(q, k, v, cu_seq_lens_q, scale, cu_seq_lens_k)
     return out.unsqueeze(0), None
 
 
@@ -342,8 +394,10 @@ def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool
     targets = batch["shift_labels"][0, positions]                              # [N]
     cu, longest = batch["cu_seq_lens"], batch["max_length"]
     kwargs = dict(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                  logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
-                  max_length_k=longest)
+                  logits_to_keep=positions, cu_seq_lens_q=cu, cu_seq_lens_k=batch.get("cu_seq_lens_k", cu),
+                  max_length_q=longest, max_length_k=batch.get("max_length_k", longest))
+    if "kv_index" in batch:  # PackedCollator(share_prefix=True)
+        kwargs["kv_index"] = batch["kv_index"]
     if fused_ce:
         with deferred_head(unwrapped if unwrapped is not None else model) as head:
             if getattr(head, "bias", None) is not None:

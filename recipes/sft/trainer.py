@@ -17,7 +17,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from recipes.sft.configs import SFTScriptArguments
 from recipes.sft.data import build_sft_dataset
-from recipes.sft.fast_path import FastSFTTrainer, prepare_fast_model
+from recipes.sft.fast_path import FastSFTTrainer, PackedCollator, prepare_fast_model
 from recipes.sft.model_utils import load_causal_lm, load_tokenizer, random_init_causal_lm
 from recipes.sft.tasks import alignment_examples, parse_tasks
 from tokenizer_ext.token_db import TokenDB
@@ -114,7 +114,9 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         prepare_fast_model(model, compile_layers=script_args.fast_path_compile, liger=script_args.fast_path_liger,
                            fuse_projections=script_args.fast_path_fuse_projections, fp8=script_args.fast_path_fp8,
                            compile_mode=script_args.fast_path_compile_mode)
-        trainer_cls, extra = FastSFTTrainer, {"fused_ce": script_args.fast_path_fused_ce,
+        trainer_cls, extra = FastSFTTrainer, {"data_collator": PackedCollator(
+                                                  share_prefix=script_args.fast_path_share_prefix),
+                                              "fused_ce": script_args.fast_path_fused_ce,
                                               "compile_loss": script_args.fast_path_compile_loss,
                                               "fused_clip": script_args.fast_path_fused_clip}
     evaluate = training_args.eval_strategy != "no" and "test" in dataset

@@ -25,7 +25,7 @@ def _bench_config(workdir):  # noqa: F811 (the fixture's directory, passed in)
 def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa: F811
     out = workdir / "bench.json"
     proc = subprocess.run([sys.executable, "bench/sft_throughput.py", "--config", str(_bench_config(workdir)),
-                           "--rows", "stock32,fast128", "--batch", "3", "--steps", "5",
+                           "--rows", "stock32,fast128,fast128_prefix", "--batch", "3", "--steps", "5",
                            "--warmup", "1", "--out", str(out)], capture_output=True, text=True, cwd=REPO,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -37,6 +37,12 @@ def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa:
     assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
     assert stock["tokens_per_s"] > 0 and fast["tokens_per_s"] > 0 and 0 < fast["mfu"] < 1
     np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
+    # the shared system turn: the same examples and losses, fewer tokens through the decoder
+    prefix = rows["fast128_prefix"]
+    assert prefix["mean_tokens_per_example"] == stock["mean_tokens_per_example"]
+    np.testing.assert_allclose(prefix["losses"], stock["losses"], rtol=2e-3)
+    assert fast["computed_tokens_per_s"] == fast["tokens_per_s"]
+    assert prefix["computed_tokens_per_s"] < 0.8 * prefix["tokens_per_s"]
     assert len(stock["losses"]) == 5 and stock["losses"][-1] < stock["losses"][0]
     assert "| stock TRL SFTTrainer" in proc.stdout and "| fast path: packed rows" in proc.stdout
     assert TINY_QWEN["hidden_size"] == 64  # the fixture's model, not the 1.5B shape of the recipe
@@ -59,6 +65,12 @@ def test_two_processes_report_per_gpu_tokens_and_the_global_loss(workdir):  # no
     stock, fast = rows["stock32"], rows["fast128"]
     assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
     np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
+    # the shared system turn: the same examples and losses, fewer tokens through the decoder
+    prefix = rows["fast128_prefix"]
+    assert prefix["mean_tokens_per_example"] == stock["mean_tokens_per_example"]
+    np.testing.assert_allclose(prefix["losses"], stock["losses"], rtol=2e-3)
+    assert fast["computed_tokens_per_s"] == fast["tokens_per_s"]
+    assert prefix["computed_tokens_per_s"] < 0.8 * prefix["tokens_per_s"]
 
 
 def test_pretrained_gguf_model_rows(workdir):  # noqa: F811
@@ -79,6 +91,12 @@ def test_pretrained_gguf_model_rows(workdir):  # noqa: F811
     stock, fast = rows["stock32"], rows["fast128"]
     assert stock["mean_tokens_per_example"] == fast["mean_tokens_per_example"] > 10
     np.testing.assert_allclose(fast["losses"], stock["losses"], rtol=2e-3)
+    # the shared system turn: the same examples and losses, fewer tokens through the decoder
+    prefix = rows["fast128_prefix"]
+    assert prefix["mean_tokens_per_example"] == stock["mean_tokens_per_example"]
+    np.testing.assert_allclose(prefix["losses"], stock["losses"], rtol=2e-3)
+    assert fast["computed_tokens_per_s"] == fast["tokens_per_s"]
+    assert prefix["computed_tokens_per_s"] < 0.8 * prefix["tokens_per_s"]
     assert 2 < stock["losses"][0] < 20  # pretrained weights, not a random model (whose first loss is ~ln V)
 
 

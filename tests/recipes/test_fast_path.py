@@ -40,6 +40,14 @@ def examples(n=5, seed=0):
     return out
 
 
+def examples_with_prefix(n=5, prefix=12, seed=0):
+    """examples() whose first `prefix` tokens are the same in every example (a system turn)."""
+    g = torch.Generator().manual_seed(seed + 100)
+    shared = torch.randint(0, TINY["vocab_size"], (prefix,), generator=g).tolist()
+    return [{"input_ids": shared + f["input_ids"], "labels": [IGNORE_INDEX] * prefix + f["labels"]}
+            for f in examples(n, seed)]
+
+
 def padded_per_example_losses(model, feats):
     """Stock path: right-padded batch, full logits, per-example mean answer-token loss -> ([B], summed, count)."""
     longest = max(len(f["input_ids"]) for f in feats)
@@ -180,13 +188,18 @@ def test_dense_document_attention_matches_attention_per_example():
 
 
 @needs_cuda
-def test_varlen_kernel_matches_dense_reference_cuda():
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_varlen_kernel_matches_dense_reference_cuda(share_prefix):
+    """The flash varlen kernel against the dense reference; with a shared prefix, sequences have more keys than
+    queries, which the kernel must align at their ends (the reference's causal rule)."""
     from recipes.sft import fast_path as fast_sft
 
     if fast_sft._VARLEN_ATTN is None:
         pytest.skip("torch.nn.attention.varlen is not in this torch release")
-    feats = examples(6, seed=2)
-    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in PackedCollator()(feats).items()}
+    feats = examples_with_prefix(6, seed=2) if share_prefix else examples(6, seed=2)
+    batch = PackedCollator(share_prefix=share_prefix)(feats)
+    assert ("kv_index" in batch) == share_prefix
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
     model = tiny_model("sdpa", device="cuda", dtype=torch.bfloat16)
     prepare_fast_model(model)
     with torch.no_grad():
@@ -197,6 +210,41 @@ def test_varlen_kernel_matches_dense_reference_cuda():
         finally:
             fast_sft._VARLEN_ATTN = saved
     assert abs(fast.item() - ref.item()) < 2e-2 * ref.item()
+
+
+def test_shared_prefix_length_is_the_unsupervised_common_start():
+    from recipes.sft.fast_path import shared_prefix_length
+
+    y = [IGNORE_INDEX] * 12 + [5, 6]
+    assert shared_prefix_length([[1] * 10 + [2, 3, 5, 6], [1] * 10 + [2, 4, 5, 6]], [y, y]) == 11
+    # the prefix stops before the token preceding the first supervised one (its target differs per example)
+    assert shared_prefix_length([[1] * 14, [1] * 14], [[IGNORE_INDEX] * 10 + [1] * 4] * 2) == 9
+    assert shared_prefix_length([[1] * 14], [y]) == 0                        # one example: nothing to share
+    assert shared_prefix_length([[1] * 5 + [2] * 9, [1] * 5 + [3] * 9], [y, y]) == 0  # under 8 tokens
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma3"])
+def test_shared_prefix_gives_the_same_loss_and_gradients_on_fewer_tokens(family):
+    """The shared system turn computed once (PackedCollator(share_prefix=True)): the same loss and every parameter's
+    gradient as the plain packed row (float32, CPU), with (B - 1) x P fewer tokens through the decoder; with fused
+    projections too."""
+    feats = examples_with_prefix(5, prefix=12, seed=6)
+    plain, shared = PackedCollator()(feats), PackedCollator(share_prefix=True)(feats)
+    assert shared["chat_tokens"] == plain["chat_tokens"] == plain["input_ids"].numel()
+    assert shared["input_ids"].numel() == plain["input_ids"].numel() - 4 * 12
+    assert shared["answer_positions"].numel() == plain["answer_positions"].numel()
+    for fuse in (False, True):
+        results = []
+        for batch in (plain, shared):
+            model = (tiny_model() if family == "qwen2" else _gemma3_tiny()).train()
+            prepare_fast_model(model, fuse_projections=fuse)
+            loss, _ = answer_only_loss(model, batch)
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        (l0, g0), (l1, g1) = results
+        torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+        for name in g0:
+            torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 @needs_cuda
