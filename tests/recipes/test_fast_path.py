@@ -565,3 +565,22 @@ def test_fast_trainer_folds_the_clip_into_the_fused_adamw_step(tmp_path):
     update = torch.cat([(p0[k] - init[k].detach()).flatten() for k in keys])
     diff = torch.cat([(p1[k] - p0[k]).flatten() for k in keys])
     assert update.norm() > 0.1 and diff.norm() < 1e-3 * update.norm(), (diff.norm(), update.norm())
+
+
+def test_compiled_layers_with_a_shared_prefix_give_the_plain_eager_loss():
+    """torch.compile per layer (Inductor on the CPU) with the shared prefix's kv_index, over two steps of other
+    lengths (the second one compiles with dynamic shapes): each loss and the head's gradient equal the eager plain
+    row's."""
+    compiled = tiny_model().train()
+    prepare_fast_model(compiled, compile_layers=True, fuse_projections=True)
+    for step, (n, prefix) in enumerate(((5, 12), (6, 9))):
+        feats = examples_with_prefix(n, prefix=prefix, seed=20 + step)
+        eager = tiny_model().train()
+        prepare_fast_model(eager)
+        ref, _ = answer_only_loss(eager, PackedCollator()(feats))
+        ref.backward()
+        compiled.zero_grad()
+        loss, _ = answer_only_loss(compiled, PackedCollator(share_prefix=True)(feats))
+        loss.backward()
+        torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(compiled.lm_head.weight.grad, eager.lm_head.weight.grad, rtol=1e-4, atol=1e-6)
