@@ -36,7 +36,7 @@ def prefix_tokens(cfg: PrefixTokensConfig) -> dict:
     db = TokenDB.load(cfg.token_db_dir)
     tokenizer = load_tokenizer(cfg.tokenizer)
     add_music_tokens(tokenizer, db.vocabulary())
-    train = build_sft_dataset(cfg.dqt_path if len(cfg.dqt_path) > 1 else cfg.dqt_path[0], db, tokenizer)[0]["train"]
+    train = build_sft_dataset(cfg.dqt_path, db, tokenizer)[0]["train"]
     rng, collate = np.random.default_rng(cfg.seed), PackedCollator(share_prefix=True)
     chat, decoder, prefix = [], [], []
     for _ in range(cfg.steps):
