@@ -248,24 +248,44 @@ def test_shared_prefix_gives_the_same_loss_and_gradients_on_fewer_tokens(family)
 
 
 @needs_cuda
-def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda():
+@pytest.mark.parametrize("prefix", [0, 34])
+def test_varlen_kernel_forward_and_backward_match_dense_reference_cuda(prefix):
+    """The flash varlen kernel's outputs and q/k/v gradients against the float32 dense reference; prefix: a shared
+    prefix of that many tokens laid out as PackedCollator(share_prefix=True) does (its own sequence first, then each
+    example's keys = the prefix's + its own, so the kernel must align each sequence's queries with the end of its
+    keys, and the prefix's key gradients add up over the examples)."""
     from recipes.sft import fast_path as fast_sft
 
     if fast_sft._VARLEN_ATTN is None:
         pytest.skip("torch.nn.attention.varlen is not in this torch release")
     g = torch.Generator(device="cuda").manual_seed(0)
     lens = [70, 93, 64, 101, 5]
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
-    q = torch.randn(1, 12, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    k = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(1, 2, sum(lens), 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    w = torch.randn(1, sum(lens), 12, 128, generator=g, device="cuda")
-    out, _ = fast_sft.varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, cu_seq_lens_q=cu, max_length_q=128)
+    q_lens = ([prefix] if prefix else []) + lens
+    cu = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+    kw, kv_index, cu_k = {}, None, None
+    if prefix:
+        index, k_lens, start = list(range(prefix)), [prefix], prefix
+        for n in lens:
+            index += list(range(prefix)) + list(range(start, start + n))
+            k_lens.append(prefix + n)
+            start += n
+        kv_index = torch.tensor(index, device="cuda")
+        cu_k = torch.tensor([0] + torch.tensor(k_lens).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
+        kw = dict(cu_seq_lens_k=cu_k, max_length_k=192, kv_index=kv_index)
+    total = sum(q_lens)
+    q = torch.randn(1, 12, total, 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 2, total, 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 2, total, 128, generator=g, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(1, total, 12, 128, generator=g, device="cuda")
+    out, _ = fast_sft.varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, cu_seq_lens_q=cu, max_length_q=128,
+                                       **kw)
     (out.float() * w).sum().backward()
     grads = [t.grad.float().clone() for t in (q, k, v)]
     qf, kf, vf = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = fast_sft.dense_document_attention(qf[0].transpose(0, 1), kf[0].transpose(0, 1), vf[0].transpose(0, 1), cu,
-                                            128 ** -0.5).unsqueeze(0)
+    keys, values = kf[0].transpose(0, 1), vf[0].transpose(0, 1)
+    if prefix:
+        keys, values = keys.index_select(0, kv_index), values.index_select(0, kv_index)
+    ref = fast_sft.dense_document_attention(qf[0].transpose(0, 1), keys, values, cu, 128 ** -0.5, cu_k).unsqueeze(0)
     (ref * w).sum().backward()
     for name, a, b in (("out", out.float(), ref), ("dq", grads[0], qf.grad), ("dk", grads[1], kf.grad),
                        ("dv", grads[2], vf.grad)):
