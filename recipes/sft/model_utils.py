@@ -95,6 +95,41 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, **kwargs):
     return tokenizer
 
 
+# a request with what real ones hold (capitals, digits, emoji, accents, punctuation) for check_tokenizer_round_trip
+ROUND_TRIP_REQUEST = "Tropical House \U0001f3dd 2020 Hits | play some 90s rock for a road trip, Beyonc\u00e9"
+
+
+def check_tokenizer_round_trip(tokenizer, system_prompt: str, request: str = ROUND_TRIP_REQUEST) -> None:
+    """The bundle's tokenizer must read a request as training does. Training tokenizes each chat in memory
+    (apply_chat_template, tokenize=True); inference reloads the saved tokenizer (AutoTokenizer) and tokenizes the
+    rendered prompt. Save `tokenizer`, reload it, and compare the two token sequences for one chat; raise a
+    RuntimeError naming the first difference. (transformers 5.17 converts the Gemma 3 GGUF's tokenizer into one
+    that reloads differently: a model trained through it ignored every request.)"""
+    import tempfile
+
+    import transformers
+    from transformers import AutoTokenizer
+
+    chat = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": request}]
+    trained = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+    trained = list(trained["input_ids"] if hasattr(trained, "input_ids") else trained)
+    with tempfile.TemporaryDirectory() as d:
+        tokenizer.save_pretrained(d)
+        reloaded = AutoTokenizer.from_pretrained(d)
+    text = reloaded.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    served = list(reloaded(text, add_special_tokens=False)["input_ids"])
+    if trained == served:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(trained, served)) if a != b), min(len(trained), len(served)))
+    raise RuntimeError(
+        f"the saved tokenizer reads a request differently from the one training uses (transformers "
+        f"{transformers.__version__}, {type(tokenizer).__name__}): {len(trained)} tokens in training, {len(served)} "
+        f"after save and reload, first difference at token {at}: "
+        f"{tokenizer.convert_ids_to_tokens(trained[at:at + 4])} vs {reloaded.convert_ids_to_tokens(served[at:at + 4])}"
+        f"; a bundle trained this way would not understand requests. Install the transformers of requirements.txt")
+
+
 def load_causal_lm(name_or_path: str, gguf_file: str | None = None, cache_dir: str | None = None, **kwargs):
     """Load a causal LM; a GGUF is dequantised once and cached as safetensors under `cache_dir` (if given)."""
     from transformers import AutoModelForCausalLM

@@ -18,7 +18,12 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 from recipes.sft.configs import SFTScriptArguments
 from recipes.sft.data import build_sft_dataset
 from recipes.sft.fast_path import FastSFTTrainer, PackedCollator, prepare_fast_model
-from recipes.sft.model_utils import load_causal_lm, load_tokenizer, random_init_causal_lm
+from recipes.sft.model_utils import (
+    check_tokenizer_round_trip,
+    load_causal_lm,
+    load_tokenizer,
+    random_init_causal_lm,
+)
 from recipes.sft.tasks import alignment_examples, parse_tasks
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.token_text import token_texts
@@ -61,6 +66,7 @@ def load_model_and_tokenizer(script_args: SFTScriptArguments, training_args: SFT
                                          init_noise_std=script_args.new_token_init_noise, seed=training_args.seed,
                                          init_texts=texts)
     logger.info("vocabulary extension: %s", vocab_info)
+    check_tokenizer_round_trip(tokenizer, script_args.system_prompt)  # the bundle's tokenizer, before any training
     return model, tokenizer, vocab_info
 
 

@@ -1,6 +1,7 @@
 """SFT data: chats whose labels cover exactly the assistant span (incl. end of turn), on real chat templates."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,35 @@ def test_alignment_tasks_pair_words_and_codes(tmp_path):
     assert 0 < len(half) < 6
     with pytest.raises(ValueError, match="unknown alignment task"):
         parse_tasks("desc2id,summarise")
+
+
+def test_the_saved_tokenizer_reads_a_request_as_training_does(tokenizer):
+    """Every base model's tokenizer (with the music tokens) survives save + reload: the bundle reads requests as
+    the training chats were read (the SFT recipe checks this before training)."""
+    from recipes.sft.data import DEFAULT_SYSTEM_PROMPT
+    from recipes.sft.model_utils import check_tokenizer_round_trip
+
+    check_tokenizer_round_trip(tokenizer, DEFAULT_SYSTEM_PROMPT)
+
+
+def test_a_tokenizer_that_reloads_differently_is_refused(monkeypatch):
+    """A tokenizer whose saved form loses its BPE merges (as transformers 5.17 loses Gemma 3's GGUF tokenizer) would
+    serve requests as characters to a model trained on words: refused, naming the first difference."""
+    import transformers
+
+    from recipes.sft.data import DEFAULT_SYSTEM_PROMPT
+    from recipes.sft.model_utils import check_tokenizer_round_trip
+
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def without_merges(path, **kwargs):
+        spec = json.loads((Path(path) / "tokenizer.json").read_text())
+        spec["model"]["merges"] = []
+        (Path(path) / "tokenizer.json").write_text(json.dumps(spec))
+        return real(path, **kwargs)
+
+    tok = load_tokenizer("smollm2")
+    check_tokenizer_round_trip(tok, DEFAULT_SYSTEM_PROMPT)  # as saved: the same tokens
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", without_merges)
+    with pytest.raises(RuntimeError, match=r"reads a request differently .* first difference at token \d+"):
+        check_tokenizer_round_trip(tok, DEFAULT_SYSTEM_PROMPT)
