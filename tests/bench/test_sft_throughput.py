@@ -43,6 +43,8 @@ def test_stock_and_fast_rows_count_the_same_tokens_and_losses(workdir):  # noqa:
     np.testing.assert_allclose(prefix["losses"], stock["losses"], rtol=2e-3)
     assert fast["computed_tokens_per_s"] == fast["tokens_per_s"]
     assert prefix["computed_tokens_per_s"] < 0.8 * prefix["tokens_per_s"]
+    # MFU counts the FLOPs executed: fewer per example token when the prefix is computed once
+    assert prefix["mfu"] / prefix["tokens_per_s"] < fast["mfu"] / fast["tokens_per_s"]
     assert len(stock["losses"]) == 5 and stock["losses"][-1] < stock["losses"][0]
     assert "| stock TRL SFTTrainer" in proc.stdout and "| fast path: packed rows" in proc.stdout
     assert TINY_QWEN["hidden_size"] == 64  # the fixture's model, not the 1.5B shape of the recipe
