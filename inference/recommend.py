@@ -168,29 +168,48 @@ class Recommender:
     def generate(self, texts: Sequence[str], num_beams: int | None = None, batch_size: int = 16) -> list[Generation]:
         """Requests -> the generated beams (token strings after the prompt) with their log-probabilities.
 
-        One `model.generate` per `batch_size` requests; a progress bar (stderr) when there is more than one batch."""
+        One `model.generate` per `batch_size` requests; a progress bar (stderr) when there is more than one batch.
+        A batch that runs out of GPU memory (num_beams x batch_size sequences, each step's scores over the whole
+        vocabulary) is retried at half the size, down to one request, with a line on stderr."""
         num_beams = num_beams or self.num_beams
-        max_new = max_answer_tokens(self.db)
         out: list[Generation] = []
-        starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) <= 1):
-            chunk = list(texts[start:start + batch_size])
-            enc = self.tokenizer(self.prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            processors = [] if self.automaton is None else [MusicTokenLogitsProcessor(self.automaton)]
-            gen = self.model.generate(
-                **enc, logits_processor=processors, max_new_tokens=max_new, do_sample=False, num_beams=num_beams,
-                num_return_sequences=num_beams, eos_token_id=self.eot, pad_token_id=self.tokenizer.pad_token_id,
-                return_dict_in_generate=True, output_scores=True)  # beams: needed for sequences_scores
-            seqs = gen.sequences[:, enc["input_ids"].shape[1]:].cpu()
-            if num_beams > 1:
-                logprobs = gen.sequences_scores.float().cpu().numpy()
-            else:
-                logprobs = _greedy_logprobs(gen.scores, seqs)
-            for i in range(len(chunk)):
-                rows = range(i * num_beams, (i + 1) * num_beams)
-                beams = [self._strings(seqs[r]) for r in rows]
-                out.append(Generation(beams, [float(logprobs[r]) for r in rows]))
+        size = batch_size
+        with tqdm(total=len(texts), desc="generate", unit="request", disable=len(texts) <= batch_size) as bar:
+            while len(out) < len(texts):
+                chunk = list(texts[len(out):len(out) + size])
+                try:
+                    out += self._generate_batch(chunk, num_beams)
+                except torch.OutOfMemoryError:
+                    if size == 1:
+                        raise
+                    size //= 2
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    print(f"generate: out of GPU memory at {len(chunk)} requests x {num_beams} beams; retrying "
+                          f"{size} at a time", file=sys.stderr)
+                    continue
+                bar.update(len(chunk))
+        return out
+
+    def _generate_batch(self, chunk: list[str], num_beams: int) -> list[Generation]:
+        """One `model.generate` over `chunk` under the mask -> its generations."""
+        enc = self.tokenizer(self.prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        processors = [] if self.automaton is None else [MusicTokenLogitsProcessor(self.automaton)]
+        gen = self.model.generate(
+            **enc, logits_processor=processors, max_new_tokens=max_answer_tokens(self.db), do_sample=False,
+            num_beams=num_beams, num_return_sequences=num_beams, eos_token_id=self.eot,
+            pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
+            output_scores=True)  # beams: needed for sequences_scores
+        seqs = gen.sequences[:, enc["input_ids"].shape[1]:].cpu()
+        if num_beams > 1:
+            logprobs = gen.sequences_scores.float().cpu().numpy()
+        else:
+            logprobs = _greedy_logprobs(gen.scores, seqs)
+        out = []
+        for i in range(len(chunk)):
+            rows = range(i * num_beams, (i + 1) * num_beams)
+            out.append(Generation([self._strings(seqs[r]) for r in rows], [float(logprobs[r]) for r in rows]))
         return out
 
     def _strings(self, ids: torch.Tensor) -> list[str]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from inference.bundle import BundleNotFoundError, load_bundle, looks_local, resolve_bundle_path
 from inference.recommend import TABLE_COLUMNS, Recommender, RequestError, format_table, main
@@ -122,6 +123,29 @@ def test_generate_shows_progress_over_several_batches(rec, capsys):
     assert "generate" not in capsys.readouterr().err
     gens = rec.generate(["rock", "jazz", "play some rock"], batch_size=2)
     assert len(gens) == 3 and "generate" in capsys.readouterr().err
+
+
+def test_a_batch_out_of_gpu_memory_is_retried_smaller(rec, monkeypatch, capsys):
+    """A batch whose beams do not fit in GPU memory (as 64 beams of Gemma 3's 262k-token vocabulary did, three
+    processes to a GPU) is split until it fits; every request is answered once, in order, as in batches of one."""
+    queries = ["rock", "jazz", "play some rock", "piano", "80s hits"]
+    alone = [rec.generate([q], batch_size=1)[0] for q in queries]
+    real, sizes = rec.model.generate, []
+
+    def small_memory(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(**kwargs)
+
+    monkeypatch.setattr(rec.model, "generate", small_memory)
+    gens = rec.generate(queries, batch_size=4)
+    assert sizes == [4, 2, 2, 1]  # 4 fails; 2 + 2 fit; the last request alone
+    assert [g.beams for g in gens] == [g.beams for g in alone]
+    assert "out of GPU memory at 4 requests" in capsys.readouterr().err
+    monkeypatch.setattr(rec.model, "generate", lambda **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(torch.OutOfMemoryError):  # one request that does not fit: nothing smaller to try
+        rec.generate(["rock"], batch_size=1)
 
 
 def test_hybrid_answers_fuse_the_generated_and_the_text_rankings(bundle, rec):  # noqa: F811
