@@ -82,6 +82,28 @@ def check_hybrid(hybrid: Sequence[str], catalog) -> None:
         raise RequestError(f"hybrid {list(hybrid)} searches the catalog's text: give the catalog too")
 
 
+def request_tokenizer(tokenizer):
+    """The bundle's tokenizer set up for batched generation: padding on the left, EOS as the padding token when it
+    has none. Returns the same tokenizer."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def request_prompts(tokenizer, system_prompt: str | None, texts: Sequence[str]) -> list[str]:
+    """Requests -> the chat prompts the bundle's model reads (its system prompt, if any, then the request)."""
+    chats = [([{"role": "system", "content": system_prompt}] if system_prompt else []) +
+             [{"role": "user", "content": t}] for t in texts]
+    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+
+
+def encode_requests(tokenizer, prompts: Sequence[str]):
+    """Rendered prompts -> the left-padded batch `model.generate` takes (the template already holds BOS and the turn
+    markers, so the tokenizer adds no special tokens of its own)."""
+    return tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+
+
 @dataclass
 class Generation:
     beams: list[list[str]]        # token strings of each returned beam (answer part), best first
@@ -100,10 +122,7 @@ class Recommender:
         check_hybrid(hybrid, catalog)
         self.bundle = bundle
         self.model = bundle.model.to(device).eval()
-        self.tokenizer = bundle.tokenizer
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = request_tokenizer(bundle.tokenizer)
         self.db = bundle.token_db
         self.relevance = relevance
         self.mode = mode
@@ -159,10 +178,7 @@ class Recommender:
         return sorted(set(ids))
 
     def prompts(self, texts: Sequence[str]) -> list[str]:
-        system = self.bundle.config.get("system_prompt")
-        chats = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": t}]
-                 for t in texts]
-        return [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        return request_prompts(self.tokenizer, self.bundle.config.get("system_prompt"), texts)
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], num_beams: int | None = None, batch_size: int = 16) -> list[Generation]:
@@ -193,8 +209,7 @@ class Recommender:
 
     def _generate_batch(self, chunk: list[str], num_beams: int) -> list[Generation]:
         """One `model.generate` over `chunk` under the mask -> its generations."""
-        enc = self.tokenizer(self.prompts(chunk), return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        enc = {k: v.to(self.device) for k, v in encode_requests(self.tokenizer, self.prompts(chunk)).items()}
         processors = [] if self.automaton is None else [MusicTokenLogitsProcessor(self.automaton)]
         gen = self.model.generate(
             **enc, logits_processor=processors, max_new_tokens=max_answer_tokens(self.db), do_sample=False,

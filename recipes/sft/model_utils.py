@@ -102,23 +102,25 @@ ROUND_TRIP_REQUEST = "Tropical House \U0001f3dd 2020 Hits | play some 90s rock f
 def check_tokenizer_round_trip(tokenizer, system_prompt: str, request: str = ROUND_TRIP_REQUEST) -> None:
     """The bundle's tokenizer must read a request as training does. Training tokenizes each chat in memory
     (apply_chat_template, tokenize=True); inference reloads the saved tokenizer (AutoTokenizer) and tokenizes the
-    rendered prompt. Save `tokenizer`, reload it, and compare the two token sequences for one chat; raise a
-    RuntimeError naming the first difference. (transformers 5.17 converts the Gemma 3 GGUF's tokenizer into one
-    that reloads differently: a model trained through it ignored every request.)"""
+    rendered prompt (inference.recommend's request_tokenizer, request_prompts and encode_requests). Save
+    `tokenizer`, reload it, and compare the two token sequences for one chat; raise a RuntimeError naming the first
+    difference. (transformers 5.17 converts the Gemma 3 GGUF's tokenizer into one that reloads differently: a model
+    trained through it ignored every request.)"""
     import tempfile
 
     import transformers
     from transformers import AutoTokenizer
 
+    from inference.recommend import encode_requests, request_prompts, request_tokenizer
+
     chat = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
         [{"role": "user", "content": request}]
-    trained = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+    trained = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)  # as tokenize_chat
     trained = list(trained["input_ids"] if hasattr(trained, "input_ids") else trained)
     with tempfile.TemporaryDirectory() as d:
         tokenizer.save_pretrained(d)
-        reloaded = AutoTokenizer.from_pretrained(d)
-    text = reloaded.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    served = list(reloaded(text, add_special_tokens=False)["input_ids"])
+        reloaded = request_tokenizer(AutoTokenizer.from_pretrained(d))
+    served = encode_requests(reloaded, request_prompts(reloaded, system_prompt, [request]))["input_ids"][0].tolist()
     if trained == served:
         return
     at = next((i for i, (a, b) in enumerate(zip(trained, served)) if a != b), min(len(trained), len(served)))
