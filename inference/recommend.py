@@ -32,6 +32,7 @@ from common.config import parse_config
 from inference.bundle import Bundle, BundleNotFoundError, load_bundle, looks_local, resolve_bundle_path
 from inference.decoding import MODES, MusicTokenLogitsProcessor, build_automaton
 from inference.retrieval import Retriever, modality_weights, parse_sequence
+from recipes.sft.data import encode_requests, request_prompts, request_tokenizer
 
 
 class RequestError(ValueError):
@@ -80,28 +81,6 @@ def check_hybrid(hybrid: Sequence[str], catalog) -> None:
         raise RequestError(f"hybrid {unknown}: expected some of {list(TEXT_SEARCHES)}")
     if hybrid and not catalog:
         raise RequestError(f"hybrid {list(hybrid)} searches the catalog's text: give the catalog too")
-
-
-def request_tokenizer(tokenizer):
-    """The bundle's tokenizer set up for batched generation: padding on the left, EOS as the padding token when it
-    has none. Returns the same tokenizer."""
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def request_prompts(tokenizer, system_prompt: str | None, texts: Sequence[str]) -> list[str]:
-    """Requests -> the chat prompts the bundle's model reads (its system prompt, if any, then the request)."""
-    chats = [([{"role": "system", "content": system_prompt}] if system_prompt else []) +
-             [{"role": "user", "content": t}] for t in texts]
-    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-
-
-def encode_requests(tokenizer, prompts: Sequence[str]):
-    """Rendered prompts -> the left-padded batch `model.generate` takes (the template already holds BOS and the turn
-    markers, so the tokenizer adds no special tokens of its own)."""
-    return tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
 
 
 @dataclass

@@ -54,6 +54,29 @@ def tokenize_chat(tokenizer, prompt: list[dict], completion: list[dict], max_len
     return {"input_ids": full_ids, "labels": labels, "completion_mask": mask}
 
 
+def request_tokenizer(tokenizer):
+    """The bundle's tokenizer set up for batched generation (inference.recommend): padding on the left, EOS as the
+    padding token when it has none. Returns the same tokenizer."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def request_prompts(tokenizer, system_prompt: str | None, texts: Sequence[str]) -> list[str]:
+    """Requests -> the chat prompts the bundle's model reads at inference (its system prompt, if any, then the
+    request)."""
+    chats = [([{"role": "system", "content": system_prompt}] if system_prompt else []) +
+             [{"role": "user", "content": t}] for t in texts]
+    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+
+
+def encode_requests(tokenizer, prompts: Sequence[str]):
+    """Rendered prompts -> the left-padded batch `model.generate` takes (the template already holds BOS and the turn
+    markers, so the tokenizer adds no special tokens of its own)."""
+    return tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+
+
 def build_examples(dqt_rows: Iterable[dict], db: TokenDB, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> dict:
     """D_qt rows -> {"train": [...], "test": [...]} of prompt/completion chats (+ track_id, query).
 

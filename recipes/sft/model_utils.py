@@ -102,16 +102,16 @@ ROUND_TRIP_REQUEST = "Tropical House \U0001f3dd 2020 Hits | play some 90s rock f
 def check_tokenizer_round_trip(tokenizer, system_prompt: str, request: str = ROUND_TRIP_REQUEST) -> None:
     """The bundle's tokenizer must read a request as training does. Training tokenizes each chat in memory
     (apply_chat_template, tokenize=True); inference reloads the saved tokenizer (AutoTokenizer) and tokenizes the
-    rendered prompt (inference.recommend's request_tokenizer, request_prompts and encode_requests). Save
-    `tokenizer`, reload it, and compare the two token sequences for one chat; raise a RuntimeError naming the first
-    difference. (transformers 5.17 converts the Gemma 3 GGUF's tokenizer into one that reloads differently: a model
-    trained through it ignored every request.)"""
+    rendered prompt (request_tokenizer, request_prompts and encode_requests of recipes.sft.data, as the
+    Recommender does). Save `tokenizer`, reload it, and compare the two token sequences for one chat; raise a
+    RuntimeError naming the first difference. (transformers 5.17 converts the Gemma 3 GGUF's tokenizer into one
+    that reloads differently: a model trained through it ignored every request.)"""
     import tempfile
 
     import transformers
     from transformers import AutoTokenizer
 
-    from inference.recommend import encode_requests, request_prompts, request_tokenizer
+    from recipes.sft.data import encode_requests, request_prompts, request_tokenizer
 
     chat = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
         [{"role": "user", "content": request}]
