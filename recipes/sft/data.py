@@ -63,12 +63,16 @@ def request_tokenizer(tokenizer):
     return tokenizer
 
 
+def request_chat(system_prompt: str | None, text: str) -> list[dict]:
+    """A request as the bundle's model reads it at inference: its system prompt, if any, then the request."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + [{"role": "user", "content": text}]
+
+
 def request_prompts(tokenizer, system_prompt: str | None, texts: Sequence[str]) -> list[str]:
-    """Requests -> the chat prompts the bundle's model reads at inference (its system prompt, if any, then the
-    request)."""
-    chats = [([{"role": "system", "content": system_prompt}] if system_prompt else []) +
-             [{"role": "user", "content": t}] for t in texts]
-    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    """Requests -> the rendered chat prompts of `request_chat`, ready for generation."""
+    return [tokenizer.apply_chat_template(request_chat(system_prompt, t), tokenize=False, add_generation_prompt=True)
+            for t in texts]
 
 
 def encode_requests(tokenizer, prompts: Sequence[str]):

@@ -111,11 +111,10 @@ def check_tokenizer_round_trip(tokenizer, system_prompt: str, request: str = ROU
     import transformers
     from transformers import AutoTokenizer
 
-    from recipes.sft.data import encode_requests, request_prompts, request_tokenizer
+    from recipes.sft.data import encode_requests, request_chat, request_prompts, request_tokenizer
 
-    chat = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
-        [{"role": "user", "content": request}]
-    trained = tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)  # as tokenize_chat
+    trained = tokenizer.apply_chat_template(request_chat(system_prompt, request), tokenize=True,
+                                            add_generation_prompt=True)  # as tokenize_chat
     trained = list(trained["input_ids"] if hasattr(trained, "input_ids") else trained)
     with tempfile.TemporaryDirectory() as d:
         tokenizer.save_pretrained(d)
