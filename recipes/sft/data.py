@@ -98,7 +98,7 @@ def build_examples(dqt_rows: Iterable[dict], db: TokenDB, system_prompt: str = D
         if split not in out:
             raise ValueError(f"unknown split {split!r} for track {r['track_id']}")
         out[split].append({
-            "prompt": [{"role": "system", "content": system_prompt}, {"role": "user", "content": r["query"]}],
+            "prompt": request_chat(system_prompt, r["query"]),
             "completion": [{"role": "assistant", "content": track_answer(db, row)}],
             "track_id": r["track_id"], "query": r["query"],
         })

@@ -17,6 +17,7 @@ from pathlib import Path
 from data_gen.catalog.reader import read_catalog
 from data_gen.synth.track_facts import FACT_COLUMNS, stable_hash, track_facts
 from data_gen.synth.words import describe_short, load_audio_scale, modality_phrases
+from recipes.sft.data import request_chat
 from tokenizer_ext.token_db import TokenDB
 from tokenizer_ext.tokens import BEGIN_TOKEN, END_TOKEN
 
@@ -64,8 +65,7 @@ def alignment_examples(catalog: str | Path, db: TokenDB, tasks: Sequence[str], s
                     pair = _example(task, facts, answer, body, db, row, rng)
                     if pair is not None:
                         query, completion = pair
-                        out.append({"prompt": [{"role": "system", "content": system_prompt},
-                                               {"role": "user", "content": query}],
+                        out.append({"prompt": request_chat(system_prompt, query),
                                     "completion": [{"role": "assistant", "content": completion}],
                                     "track_id": facts.track_id, "query": query, "task": task})
     return out

@@ -107,6 +107,27 @@ def test_alignment_tasks_pair_words_and_codes(tmp_path):
         parse_tasks("desc2id,summarise")
 
 
+@pytest.mark.parametrize("system_prompt", ["sys", ""])
+def test_training_chats_open_as_inference_prompts_do(tmp_path, system_prompt):
+    """D_qt and alignment examples start with the chat a request gets at inference (`request_chat`): an empty
+    system prompt adds no system turn to either."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recipes.sft.data import request_chat
+    from recipes.sft.tasks import alignment_examples
+
+    db = _db()
+    rows = [{"track_id": "t0", "query": "rainy day jazz", "split": "train"}]
+    prompt = build_examples(rows, db, system_prompt)["train"][0]["prompt"]
+    assert prompt == request_chat(system_prompt, "rainy day jazz")
+    pq.write_table(pa.table({"track_id": ["t0"], "title": ["Song"], "artist": ["Nadia"], "release_date": ["1975"]}),
+                   tmp_path / "catalog.parquet")
+    ex = alignment_examples(tmp_path / "catalog.parquet", db, ["desc2id"], system_prompt)[0]
+    assert ex["prompt"] == request_chat(system_prompt, ex["query"])
+    assert [m["role"] for m in ex["prompt"]] == (["system", "user"] if system_prompt else ["user"])
+
+
 def test_the_saved_tokenizer_reads_a_request_as_training_does(tokenizer):
     """Every base model's tokenizer (with the music tokens) survives save + reload: the bundle reads requests as
     the training chats were read (the SFT recipe checks this before training)."""
