@@ -82,6 +82,9 @@ spotify_bench: t2mr_data t2mr_gpu t2mr_report
 RQKMEANS_CB1024 = test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 	--config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 --run_dir $$R \
 	--out_dir $$R/tokenizers/rqkmeans_cb1024
+# its first level alone: the K-means IDs of run $$R (the same 1,024 clusters per modality; docs/t2mr.md round 18)
+KMEANS_L1 = test -f $$R/tokenizers/rqkmeans_cb1024_l1/token_db.parquet || $(BIN)/python -m tokenizer_ext.prefix \
+	--token_db_dir $$R/tokenizers/rqkmeans_cb1024 --levels 1 --out_dir $$R/tokenizers/rqkmeans_cb1024_l1
 
 t2mr_data: venv
 	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
@@ -110,7 +113,7 @@ PREFIX_IDS = for L in 1 2; do D=$$R/tokenizers/rqvae_cb1024_lr1e3_dz256; test -f
 t2mr_folds: venv
 	for F in $(T2MR_FOLDS); do R=runs/spotify_val_f$$F; $(BIN)/python -m bench.t2mr_data \
 		--csv $(SHARED)/spotify_songs/spotify_songs.csv --val_run $$R --val_fold $$F || exit 1; \
-		$(RQKMEANS_CB1024) || exit 1; done
+		$(RQKMEANS_CB1024) || exit 1; $(KMEANS_L1) || exit 1; done
 
 # the folds' RQ-VAE tokenizers (the paper's, and the 256-d latent) one after the other, each reusing fold 0's
 # checkpoints of the modalities whose inputs are the same (BM, MC, SC, RI; ST and TC depend on the fold's playlists,
