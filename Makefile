@@ -94,8 +94,10 @@ t2mr_data: venv
 
 T2MR_PARALLEL ?= 5
 T2MR_FOLDS ?= 1 2 3 4
-# the validation plan's runs repeated on every fold (empty: all of them)
-T2MR_FOLD_RUNS ?= text_album_mention_dz256 text_album_mention_dz256_l1 text_album_mention_dz256_l2
+# the validation plan's runs repeated on every fold (empty: all of them): by default the runs behind the recipe's
+# choices (docs/t2mr.md rounds 12, 13 and 17), so that eval_final.yaml's rule over folds 1-4 chooses it again
+T2MR_FOLD_RUNS ?= text_album_mention_dz256 text_album_mention_dz256_l1 text_album_mention_dz256_l2 \
+	text_album_mention_dz256_l1_4800
 # the RQ-VAE with a 256-d latent behind one 512-wide layer: the Spotify recipe's IDs (chosen on validation,
 # docs/t2mr.md round 10)
 RQVAE_DZ256 = --lr 1e-3 --codebook_sizes 1024 256 256 --d_z 256 --hidden_dims 512
