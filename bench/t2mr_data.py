@@ -93,6 +93,12 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
                         # one request per track that names its album ("80s 100 Hits", "MTV Unplugged album", ...)
                         ("album", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 1,
                                    "test_fraction": 0.0, **held_out}),
+                        # two such requests per track, the first as above (round 18: more ways to ask for an
+                        # artist or album, the lookups that carry most of P@10)
+                        ("artist2", {"mode": "template", "templates": "rich", "intents": "artist", "num_queries": 2,
+                                     "test_fraction": 0.0, **held_out}),
+                        ("album2", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 2,
+                                    "test_fraction": 0.0, **held_out}),
                         # one request per track with a year that names its decade or year ("80s hits", ...)
                         ("era", {"mode": "template", "templates": "rich", "intents": "era", "num_queries": 1,
                                  "test_fraction": 0.0, **held_out}),

@@ -24,5 +24,6 @@ def test_request_files_drop_the_held_out_names(tmp_path, monkeypatch):
     # basic and rich are the held-out-track files of round 1 (their own track split); every other file is a
     # request source of the recipes, and none may hold a held-out playlist's name
     assert {k for k, c in configs.items() if c.exclude_requests == held_out} == \
-        {"playlists", "basic_all", "artist", "album", "era", "mention"}
+        {"playlists", "basic_all", "artist", "album", "artist2", "album2", "era", "mention"}
+    assert configs["album2"].num_queries == 2 and configs["album2"].intents == "album"
     assert configs["playlists"].mode == "playlists" and counts["playlists"] == 1
