@@ -81,6 +81,11 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
     # the requests of this run's held-out playlists are never training requests (decontamination)
     held_out = {"exclude_requests": str(run / "splits" / "playlists_eval.jsonl")}
     counts = {}
+
+    def per_track(intent: str, num_queries: int = 1) -> dict:  # rich-template requests of one intent, every track
+        return {"mode": "template", "templates": "rich", "intents": intent, "num_queries": num_queries,
+                "test_fraction": 0.0, **held_out}
+
     for name, extra in (("basic", {"mode": "template", "templates": "basic"}),
                         ("rich", {"mode": "template", "templates": "rich"}),
                         # a training playlist may share its name with a held-out one: those rows are dropped too
@@ -88,24 +93,18 @@ def build_requests(cfg: T2MRDataConfig, run: Path) -> dict:
                         # every catalog track in the train split (a T2MR model should be able to emit any track)
                         ("basic_all", {"mode": "template", "templates": "basic", "test_fraction": 0.0, **held_out}),
                         # one request per track that names its artist ("This Is X", "X essentials", ...)
-                        ("artist", {"mode": "template", "templates": "rich", "intents": "artist", "num_queries": 1,
-                                    "test_fraction": 0.0, **held_out}),
+                        ("artist", per_track("artist")),
                         # one request per track that names its album ("80s 100 Hits", "MTV Unplugged album", ...)
-                        ("album", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 1,
-                                   "test_fraction": 0.0, **held_out}),
+                        ("album", per_track("album")),
                         # two such requests per track, the first as above (round 18: more ways to ask for an
                         # artist or album, the lookups that carry most of P@10)
-                        ("artist2", {"mode": "template", "templates": "rich", "intents": "artist", "num_queries": 2,
-                                     "test_fraction": 0.0, **held_out}),
-                        ("album2", {"mode": "template", "templates": "rich", "intents": "album", "num_queries": 2,
-                                    "test_fraction": 0.0, **held_out}),
+                        ("artist2", per_track("artist", 2)),
+                        ("album2", per_track("album", 2)),
                         # one request per track with a year that names its decade or year ("80s hits", ...)
-                        ("era", {"mode": "template", "templates": "rich", "intents": "era", "num_queries": 1,
-                                 "test_fraction": 0.0, **held_out}),
+                        ("era", per_track("era")),
                         # one request per track naming its artist, song or title words inside a longer playlist
                         # name ("ARTIST live tour setlist", "TITLE - ARTIST", ...)
-                        ("mention", {"mode": "template", "templates": "rich", "intents": "mention",
-                                     "num_queries": 1, "test_fraction": 0.0, **held_out})):
+                        ("mention", per_track("mention"))):
         out = run / "dqt" / name
         if not (out / "dqt.parquet").exists():
             dqt_run(DqtConfig(run_dir=str(run), out_dir=str(out), **{"num_queries": cfg.num_queries, **extra}))
