@@ -82,9 +82,11 @@ spotify_bench: t2mr_data t2mr_gpu t2mr_report
 RQKMEANS_CB1024 = test -f $$R/tokenizers/rqkmeans_cb1024/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 	--config recipes/tokenizers/rqkmeans.yaml --codebook_sizes 1024 256 256 --run_dir $$R \
 	--out_dir $$R/tokenizers/rqkmeans_cb1024
+# token database $$D cut to its first $$L levels, into $${D}_l$$L, where missing (docs/t2mr.md round 13)
+PREFIX_CUT = test -f $${D}_l$$L/token_db.parquet || $(BIN)/python -m tokenizer_ext.prefix --token_db_dir $$D \
+	--levels $$L --out_dir $${D}_l$$L
 # its first level alone: the K-means IDs of run $$R (the same 1,024 clusters per modality; docs/t2mr.md round 18)
-KMEANS_L1 = test -f $$R/tokenizers/rqkmeans_cb1024_l1/token_db.parquet || $(BIN)/python -m tokenizer_ext.prefix \
-	--token_db_dir $$R/tokenizers/rqkmeans_cb1024 --levels 1 --out_dir $$R/tokenizers/rqkmeans_cb1024_l1
+KMEANS_L1 = D=$$R/tokenizers/rqkmeans_cb1024; L=1; $(PREFIX_CUT)
 
 t2mr_data: venv
 	$(BIN)/python -m bench.spotify_tokenizers --csv $(SHARED)/spotify_songs/spotify_songs.csv --run_dir runs/spotify_bench \
@@ -107,9 +109,8 @@ RQVAE_VQ = --lr 1e-3 --d_z 256 --hidden_dims 512 --kmeans_init_rows -1 --dead_co
 # RQ-VAE $$N with options $$O in run $$R on the GPU (grouped), where missing
 RQVAE_GPU = test -f $$R/tokenizers/$$N/token_db.parquet || $(BIN)/music3m-train-tokenizer \
 	--config recipes/tokenizers/rqvae.yaml --grouped true --device cuda $$O --run_dir $$R --out_dir $$R/tokenizers/$$N
-# the 256-d RQ-VAE's IDs of run $$R cut to their first one and two levels (docs/t2mr.md round 13), where missing
-PREFIX_IDS = for L in 1 2; do D=$$R/tokenizers/rqvae_cb1024_lr1e3_dz256; test -f $${D}_l$$L/token_db.parquet || \
-	$(BIN)/python -m tokenizer_ext.prefix --token_db_dir $$D --levels $$L --out_dir $${D}_l$$L || exit 1; done
+# the 256-d RQ-VAE's IDs of run $$R cut to their first one and two levels, where missing
+PREFIX_IDS = for L in 1 2; do D=$$R/tokenizers/rqvae_cb1024_lr1e3_dz256; $(PREFIX_CUT) || exit 1; done
 # more validation folds: disjoint blocks of the seeded order whose block 0 is runs/spotify_val (CPU, then GPU), each
 # with its RQ-KMeans 1024/256/256 IDs (CPU)
 t2mr_folds: venv
