@@ -71,6 +71,9 @@ class T2MRConfig:
     fuse_depth: int = field(default=64, metadata={
         "help": "with --fuse: every system is ranked this deep (its saved ranked_track_ids too); metrics stay at k"})
     rrf_k: float = field(default=60.0, metadata={"help": "with --fuse: a rank r (from 1) adds 1 / (rrf_k + r)"})
+    artist_first: bool = field(default=False, metadata={
+        "help": "add, for every system, 'LABEL, artist first': its top track's artist in front (the artist's tracks "
+                "it ranked, --fuse_depth deep, then the artist's other catalog tracks by track ID), then its ranking"})
     unimodal: bool = field(default=True, metadata={"help": "add the first bundle's unimodal variants"})
     diagnostics: bool = field(default=True, metadata={
         "help": "seen/unseen requests, retrieval ceilings, distinct top beams, level-1 agreement per modality"})
@@ -205,7 +208,8 @@ def run(cfg: T2MRConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     relevance = _relevance(cfg, queries, out)
 
-    depth = max(cfg.k, cfg.fuse_depth) if cfg.fuse else cfg.k  # fused lists need the systems' deeper ranks
+    # fused lists, and the artist-first ones, need the systems' deeper ranks
+    depth = max(cfg.k, cfg.fuse_depth) if cfg.fuse or cfg.artist_first else cfg.k
     spaces: dict[tuple, ContentSpace] = {}  # systems whose token DBs share track order and modalities share one
     for j, gs in enumerate(_generated_systems(cfg, queries, out)):
         content = None
@@ -305,6 +309,14 @@ def run(cfg: T2MRConfig) -> dict:
         if seen is not None:
             seen_of[label] = seen
 
+    if cfg.artist_first:
+        for label, ranked_rows in list(rankings.items()):
+            name = f"{label}, artist first"
+            rankings[name] = artist_first(ranked_rows, catalog, depth)
+            systems[name] = {**systems[label], "artist_first": True}
+            if label in seen_of:
+                seen_of[name] = seen_of[label]
+
     reference_seen = next(iter(seen_of.values()), None)
     per_query: dict[str, np.ndarray] = {}
     for label, ranked_rows in rankings.items():
@@ -350,6 +362,23 @@ def fuse_rankings(parts: list[str], rankings: dict[str, np.ndarray], depth: int,
         fused = reciprocal_rank_fusion([[r for r in rankings[p][i] if r >= 0] for p in parts], rrf_k)[:depth]
         out[i, :len(fused)] = fused
     return f"RRF({', '.join(parts)})", out
+
+
+def artist_first(ranked: np.ndarray, catalog, depth: int) -> np.ndarray:
+    """Catalog rows per request [Q, D] -> the same rankings with each one's top track's artist in front
+    (`lead_group_first`; the artist's unranked tracks by track ID, an order that knows nothing of playlists)."""
+    from inference.retrieval import lead_group_first
+
+    artists = catalog.column("artist").to_pylist()
+    names = sorted({a for a in artists if isinstance(a, str) and a.strip()})
+    code = {a: i for i, a in enumerate(names)}
+    group_of = np.asarray([code.get(a, -1) for a in artists], np.int64)
+    by_track_id = np.argsort(np.asarray(catalog.column("track_id").to_pylist(), dtype=object), kind="stable")
+    out = np.full((len(ranked), depth), -1, dtype=np.int64)
+    for i, row in enumerate(ranked):
+        led = lead_group_first(row, group_of, depth, by_track_id)
+        out[i, :len(led)] = led
+    return out
 
 
 def request_overlap(system: np.ndarray, reference: np.ndarray) -> dict:

@@ -191,3 +191,27 @@ def reciprocal_rank_fusion(lists: Sequence[Sequence], rrf_k: float = 60.0) -> li
     met (the first list's first)."""
     score = reciprocal_rank_scores(lists, rrf_k)
     return sorted(score, key=lambda t: -score[t])
+
+
+def lead_group_first(ranked: Sequence[int], group_of: np.ndarray, k: int,
+                     fill_order: np.ndarray | None = None) -> np.ndarray:
+    """One ranking (catalog rows, best first, -1 = none) -> its first k rows with the first track's group (its artist)
+    in front: the group's tracks in their ranked order, then the group's other catalog tracks in `fill_order` (rows;
+    default: row order), then the rest of the ranking. A first track with no group (-1) leaves the ranking as it is.
+
+    `group_of` is an int [N] group id per catalog row (-1 = unknown). An answer led by one artist's track is topped
+    up with that artist: a ranking rule that reads the catalog, not the request."""
+    rows = [int(r) for r in ranked if r >= 0]
+    if not rows or group_of[rows[0]] < 0:
+        return np.asarray(rows[:k], np.int64)
+    lead = group_of[rows[0]]
+    front = [r for r in rows if group_of[r] == lead]
+    taken = set(front)
+    order = np.arange(len(group_of)) if fill_order is None else np.asarray(fill_order)
+    for r in order[group_of[order] == lead]:
+        if len(front) >= k:
+            break
+        if int(r) not in taken:
+            front.append(int(r))
+            taken.add(int(r))
+    return np.asarray((front + [r for r in rows if r not in taken])[:k], np.int64)

@@ -267,3 +267,23 @@ def test_scores_at_a_depth_beyond_ten():
     assert deep["R@20"] == pytest.approx((2 / 3 + 1) / 2) and deep["Hit@20"] == 1.0
     assert top10["R@10"] == pytest.approx(1 / 6) and top10["Hit@10"] == 0.5
     assert deep["P@10"] == top10["P@10"] == pytest.approx(0.05) and "P@20" not in deep
+
+
+def test_artist_first_variant_leads_every_system_with_its_top_tracks_artist(bundle, tmp_path):
+    root, _ = bundle
+    res = run(T2MRConfig(run_dir=str(root / "run"), playlists=str(root / "run" / "eval.jsonl"),
+                         bundles=[f"Tiny={root / 'model'}"], baselines=["bm25"], num_beams=2, k=10, unimodal=False,
+                         diagnostics=False, artist_first=True, fuse_depth=30, out_dir=str(tmp_path / "af")))["systems"]
+    catalog = pq.read_table(root / "run" / "catalog.parquet").to_pylist()
+    artist = {r["track_id"]: r["artist"] for r in catalog}
+    for label in ("Tiny w/o modality selection", "BM25"):
+        plain, led = res[label]["ranked_track_ids"], res[f"{label}, artist first"]["ranked_track_ids"]
+        assert res[f"{label}, artist first"]["artist_first"] is True
+        for p, a in zip(plain, led):
+            lead = artist[p[0]]
+            n_lead = sum(v == lead for v in artist.values())  # the artist's catalog tracks (17 or 18 of 120)
+            front = [t for t in p if artist[t] == lead]
+            assert a[:len(front)] == front  # the artist's ranked tracks first, in ranked order
+            assert [artist[t] for t in a[:n_lead]] == [lead] * n_lead  # then all its others
+            assert a[n_lead:] == [t for t in p if artist[t] != lead][:30 - n_lead]  # then the rest, in order
+            assert len(a) == 30 == len(p)

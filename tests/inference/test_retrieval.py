@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inference.retrieval import Retriever
+from inference.retrieval import Retriever, lead_group_first
 from tests.inference.test_decoding import _db
 
 
@@ -47,3 +47,15 @@ def test_beam_temperature_moves_from_the_top_beam_to_a_vote_of_the_beams():
     assert default.rows[0] == 121  # T = 1: exp(-0.1) < 3 exp(-1.0), the three beams outweigh the top one
     only_top = retriever.retrieve(beams[:1], logprobs[:1], k=5)
     assert sharp.rows.tolist() == only_top.rows.tolist()
+
+
+def test_lead_group_first_puts_the_top_tracks_artist_in_front():
+    group_of = np.array([0, 1, 0, 2, 1, 1, -1, 0])  # rows' artists; row 6 has none
+    # the lead artist (1) keeps its ranked order (4, 1), then its unranked track 5; then the rest in ranked order
+    assert lead_group_first([4, 0, 1, 3, -1], group_of, k=10).tolist() == [4, 1, 5, 0, 3]
+    # unranked tracks of the lead artist come in fill_order, and the answer stops at k
+    assert lead_group_first([2, 3], group_of, k=3, fill_order=np.array([7, 6, 5, 4, 3, 2, 1, 0])).tolist() \
+        == [2, 7, 0]
+    # a lead track with no artist leaves the ranking as it was (cut at k); an empty ranking stays empty
+    assert lead_group_first([6, 1, 4], group_of, k=2).tolist() == [6, 1]
+    assert lead_group_first([-1, -1], group_of, k=5).tolist() == []
