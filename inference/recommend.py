@@ -95,7 +95,7 @@ class Recommender:
     def __init__(self, bundle: Bundle, relevance=None, mode: str = "catalog", num_beams: int = 4,
                  catalog: str | Path | None = None, device: str = "cpu", ranking: str = "match",
                  hybrid: Sequence[str] = (), hybrid_depth: int = 64, rrf_k: float = 60.0,
-                 ensemble: Sequence[Bundle] = ()):
+                 ensemble: Sequence[Bundle] = (), artist_first: bool = False):
         if mode not in (*MODES, "none"):
             raise ValueError(f"mode must be one of {MODES} or 'none', got {mode!r}")
         check_hybrid(hybrid, catalog)
@@ -116,6 +116,12 @@ class Recommender:
         table = _read_catalog(check_catalog(catalog)) if catalog else None
         self.catalog = _catalog_records(table) if table is not None else None
         self.hybrid_depth, self.rrf_k = hybrid_depth, rrf_k
+        self.artist_first = artist_first
+        if artist_first:
+            if table is None or "artist" not in table.column_names:
+                raise RequestError("artist_first puts the top track's artist in front: give a catalog with an "
+                                   "'artist' column")
+            self._artist_groups(table)
         # more models (other seeds or tokenizers): each generates and ranks with this one's settings, and their
         # rankings are fused with this one's (docs/t2mr.md round 14: a two-seed ensemble)
         self.members = [Recommender(b, relevance, mode=mode, num_beams=num_beams, device=device, ranking=ranking)
@@ -125,6 +131,30 @@ class Recommender:
             from inference.text_retrieval import CatalogTextSearch
 
             self.text_search = CatalogTextSearch(table, hybrid, device=device)
+
+    def _artist_groups(self, table) -> None:
+        """Each token-database row's artist as an int (-1: none or not in the catalog), and the rows by track ID."""
+        artist_of = dict(zip(table.column("track_id").to_pylist(), table.column("artist").to_pylist()))
+        names = [artist_of.get(t) for t in self.db.track_ids]
+        code = {a: i for i, a in enumerate(sorted({a for a in names if isinstance(a, str) and a.strip()}))}
+        self._group_of = np.asarray([code.get(a, -1) for a in names], np.int64)
+        self._by_track_id = np.argsort(np.asarray(self.db.track_ids, dtype=object), kind="stable")
+        self._db_row = {t: i for i, t in enumerate(self.db.track_ids)}
+
+    def _lead_artist_first(self, records: list[dict], k: int) -> list[dict]:
+        """A deep answer -> its first k tracks with the top track's artist in front (docs/t2mr.md round 20): the
+        artist's tracks of the answer, then its other tracks (by track ID; score 0, `artist_fill`), then the rest."""
+        from inference.retrieval import lead_group_first
+
+        by_tid = {r["track_id"]: r for r in records}
+        rows = lead_group_first([self._db_row.get(t, -1) for t in by_tid], self._group_of, k, self._by_track_id)
+        out = []
+        for rank, row in enumerate(rows, start=1):
+            tid = self.db.track_ids[int(row)]
+            rec = dict(by_tid[tid]) if tid in by_tid else self._record(rank, tid, 0.0, [], artist_fill=True)
+            rec["rank"] = rank
+            out.append(rec)
+        return out
 
     @classmethod
     def from_pretrained(cls, bundle: str | Path, relevance: str | Path | None = None, device: str = "cpu",
@@ -235,6 +265,13 @@ class Recommender:
             check_request(text, depth)
         gens = self.generate(texts, batch_size=batch_size)
         weights = self.weights(texts) if modality_selection else [None] * len(texts)
+        if self.artist_first:  # the answers are ranked deeper, then led by their top track's artist
+            deep = [max(int(k), self.hybrid_depth) for k in ks]
+            records = self._answers(texts, gens, weights, deep, modality_selection, batch_size)
+            return [self._lead_artist_first(rec, int(k)) for rec, k in zip(records, ks)]
+        return self._answers(texts, gens, weights, ks, modality_selection, batch_size)
+
+    def _answers(self, texts, gens, weights, ks, modality_selection, batch_size) -> list[list[dict]]:
         if self.text_search is not None or self.members:
             return self._fused_records(texts, gens, weights, ks, modality_selection, batch_size)
         out = []
@@ -367,12 +404,16 @@ class RecommenderOptions:
         "help": "with --hybrid or --ensemble: how deep each fused ranking is"})
     rrf_k: float = field(default=60.0, metadata={
         "help": "with --hybrid or --ensemble: a rank r (from 1) adds 1 / (rrf_k + r)"})
+    artist_first: bool = field(default=False, metadata={
+        "help": "put the answer's top track's artist in front (its tracks in the answer, --hybrid_depth deep, then "
+                "its other tracks); needs --catalog. Chosen on Spotify's validation folds (docs/t2mr.md round 20)"})
 
     def load(self) -> Recommender:
         return Recommender.from_pretrained(self.bundle, self.relevance, device=self.device, mode=self.mode,
                                            num_beams=self.num_beams, ranking=self.ranking, catalog=self.catalog,
                                            hybrid=self.hybrid, ensemble=self.ensemble,
-                                           hybrid_depth=self.hybrid_depth, rrf_k=self.rrf_k)
+                                           hybrid_depth=self.hybrid_depth, rrf_k=self.rrf_k,
+                                           artist_first=self.artist_first)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from eval.t2mr import T2MRConfig, load_queries, run
 from inference.bundle import load_bundle
-from inference.recommend import Recommender
+from inference.recommend import Recommender, RequestError
 from inference.retrieval import parse_sequence
 from recipes.sft.bundle import save_bundle_extras
 from tests.inference.test_decoding import _db, _word_tokenizer
@@ -287,3 +287,23 @@ def test_artist_first_variant_leads_every_system_with_its_top_tracks_artist(bund
             assert [artist[t] for t in a[:n_lead]] == [lead] * n_lead  # then all its others
             assert a[n_lead:] == [t for t in p if artist[t] != lead][:30 - n_lead]  # then the rest, in order
             assert len(a) == 30 == len(p)
+
+
+def test_recommender_artist_first_leads_the_answer_with_its_top_artist(bundle):
+    root, db = bundle
+    catalog = root / "run" / "catalog.parquet"
+    plain = Recommender(load_bundle(root / "model"), num_beams=3, catalog=catalog, ranking="beams", hybrid_depth=40)
+    led = Recommender(load_bundle(root / "model"), num_beams=3, catalog=catalog, ranking="beams", hybrid_depth=40,
+                      artist_first=True)
+    deep = plain.recommend(["play some rock"], k=40)[0]
+    out = led.recommend(["play some rock"], k=10)[0]
+    lead = deep[0]["artist"]
+    n_lead = sum(f"band {i % 7}" == lead for i in range(db.num_tracks))
+    assert [t["rank"] for t in out] == list(range(1, 11)) and all(t["artist"] == lead for t in out)  # >= 17 tracks
+    front = [t["track_id"] for t in deep if t["artist"] == lead]
+    assert [t["track_id"] for t in out[:len(front)]] == front[:10]  # the answer's own tracks of the artist first
+    filled = [t for t in out if t.get("artist_fill")]
+    assert len(filled) == max(0, 10 - len(front)) and all(t["score"] == 0 for t in filled) and n_lead >= 17
+    assert [t["track_id"] for t in filled] == sorted(t["track_id"] for t in filled)  # then by track ID
+    with pytest.raises(RequestError, match="artist"):
+        Recommender(load_bundle(root / "model"), num_beams=3, artist_first=True)
