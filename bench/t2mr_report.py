@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
 from bench.t2mr_experiments import fmt_score as _p
@@ -162,36 +163,41 @@ def choose_setting_folds(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[
     paths, kinds = [], {}
     for i, spec in enumerate(cfg.val_folds):
         run_dir, _, out_dir = spec.partition("=")
+        # each variant also led by its top track's artist (round 20), where the catalog names artists
+        artists = "artist" in pq.read_schema(Path(run_dir) / "catalog.parquet").names
         gen = _gen(out_dir, best, "val")
         if not out_dir or not gen.exists():
             raise SystemExit(f"--val_folds {spec!r}: no generations of {best} at {gen} (RUN_DIR=OUT_DIR expected)")
         result = run(T2MRConfig(run_dir=run_dir, playlists=plan["sets"]["val"].replace("{R}", run_dir),
                                 out_dir=f"{cfg.work_dir}/choose_folds/{i}", generations=[f"{best}={gen}"],
                                 unimodal=False, rankings=list(FOLD_RANKINGS), beams_used=BEAMS_SCORED,
-                                baselines=["bm25"], diagnostics=False))
-        kinds.update({k: (v["ranking"], v["beams"]) for k, v in result["systems"].items() if "ranking" in v})
+                                baselines=["bm25"], diagnostics=False, artist_first=artists))
+        kinds.update({k: (v["ranking"], v["beams"], v.get("artist_first", False))
+                      for k, v in result["systems"].items() if "ranking" in v})
         paths.append(f"{cfg.work_dir}/choose_folds/{i}/t2mr.json")
     pooled = pool(paths)
     rows = {k: v for k, v in pooled.items() if k in kinds}
     chosen = max(rows, key=lambda k: rows[k]["P@10"])
     key = "P@10 - BM25 95% CI"
-    lines = [f"| variant (run {best}, equal weights) | ranking | beams | requests | P@10 pooled | "
-             "P@10 - BM25, paired |", "|---|---|---|---|---|---|"]
+    lines = [f"| variant (run {best}, equal weights) | ranking | beams | artist first | requests | P@10 pooled | "
+             "P@10 - BM25, paired |", "|---|---|---|---|---|---|---|"]
     for k in sorted(rows, key=lambda k: -rows[k]["P@10"]):
         lines.append(f"| {k}{' (chosen)' if k == chosen else ''} | {kinds[k][0]} | {kinds[k][1]} | "
+                     f"{'yes' if kinds[k][2] else 'no'} | "
                      f"{rows[k]['requests']} | {_p(rows[k]['P@10'])} | {fmt_interval(rows[k].get(key))} |")
-    lines.append(f"| BM25 | | | {pooled['BM25']['requests']} | {_p(pooled['BM25']['P@10'])} | |")
+    lines.append(f"| BM25 | | | | {pooled['BM25']['requests']} | {_p(pooled['BM25']['P@10'])} | |")
     relevance = _relevance(cfg)
-    ranking, beams = kinds[chosen]
-    return "\n".join(lines), {"label": chosen, "ranking": ranking, "beams": beams, "mode": "catalog",
-                              "weights": "equal", "relevance": relevance, "folds": cfg.val_folds}
+    ranking, beams, led = kinds[chosen]
+    return "\n".join(lines), {"label": chosen, "ranking": ranking, "beams": beams, "artist_first": led,
+                              "mode": "catalog", "weights": "equal", "relevance": relevance, "folds": cfg.val_folds}
 
 
 def final(cfg: T2MRReportConfig, plan: dict, choice: dict) -> tuple[str, dict]:
     run_dir = plan["run_dir"]
     mode = choice.get("mode", "catalog")
     names = [r["name"] for r in plan["runs"] if _gen(cfg.eval_dir, r["name"], "eval", mode).exists()]
-    opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]], beams_used=[choice["beams"]])
+    opts = dict(run_dir=run_dir, num_beams=16, k=10, rankings=[choice["ranking"]], beams_used=[choice["beams"]],
+                artist_first=choice.get("artist_first", False))
     if choice["weights"] in ("tuned",):
         opts["weights"] = [choice["weights_file"]]
     if choice["relevance"]:  # modality selection by the relevance model: a row of its own, whatever was chosen

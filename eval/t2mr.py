@@ -369,6 +369,9 @@ def artist_first(ranked: np.ndarray, catalog, depth: int) -> np.ndarray:
     (`lead_group_first`; the artist's unranked tracks by track ID, an order that knows nothing of playlists)."""
     from inference.retrieval import lead_group_first
 
+    if "artist" not in catalog.column_names:
+        raise ValueError("--artist_first leads each ranking with its top track's artist: the catalog has no 'artist' "
+                         f"column (columns: {catalog.column_names})")
     artists = catalog.column("artist").to_pylist()
     names = sorted({a for a in artists if isinstance(a, str) and a.strip()})
     code = {a: i for i, a in enumerate(names)}

@@ -22,7 +22,7 @@ def _setup(tmp_path, members_by: str):
     db = TokenDB(ids, {"BM": (4, 10)}, {"BM": codes})
     run_dir = tmp_path / "run"
     db.save(run_dir / "tokenizers" / "tok")
-    pq.write_table(pa.table({"track_id": ids}), run_dir / "catalog.parquet")
+    pq.write_table(pa.table({"track_id": ids, "artist": [f"a{i % 5}" for i in range(N)]}), run_dir / "catalog.parquet")
     centres = np.eye(4) * 5
     content = centres[np.arange(N) // 10] + rng.normal(scale=0.3, size=(N, 4))
     write_store(run_dir, ids, {"BM": (content, np.ones(N, bool))})
@@ -103,6 +103,9 @@ def test_the_choice_over_folds_pools_their_requests(tmp_path, members, ranking):
     assert pooled[choice["label"]] == max(pooled.values())
     row = per[0][choice["label"]]
     assert (row["ranking"], row["beams"]) == (choice["ranking"], choice["beams"])
+    # every variant was scored led by its top track's artist too; the choice says which of the two it is
+    assert any(k.endswith(", artist first") for k in pooled)
+    assert choice["artist_first"] == row.get("artist_first", False) == choice["label"].endswith(", artist first")
 
 
 def test_the_choice_over_folds_names_a_fold_without_generations(tmp_path):
