@@ -11,8 +11,8 @@ with exit code 2. inference.serve answers the same requests over HTTP.
 
 Fused answers: --hybrid bm25 dense adds text search over the catalog, --ensemble B2 ... adds the rankings of more
 bundles (another seed of the same recipe); each ranking --hybrid_depth deep, fused by reciprocal ranks. The Spotify
-recipe's validated setting is `--ranking beams --num_beams 16`; its two-seed ensemble (`--num_beams 64 --ensemble`)
-won validation but not evaluation (docs/t2mr.md round 14).
+recipe's validated setting is `--ranking beams --num_beams 16 --artist_first true` (the answer led by its top track's
+artist, round 20); its two-seed ensemble (`--num_beams 64 --ensemble`) won validation but not evaluation (round 14).
 """
 
 from __future__ import annotations
