@@ -110,6 +110,12 @@ def _relevance(cfg: T2MRReportConfig) -> str | None:
     return cfg.relevance if cfg.relevance and Path(cfg.relevance).exists() else None
 
 
+def _names_artists(run_dir: str) -> bool:
+    """Does the run's catalog name artists? Then every variant is also scored led by its top track's artist
+    (`--artist_first`, docs/t2mr.md round 20)."""
+    return "artist" in pq.read_schema(Path(run_dir) / "catalog.parquet").names
+
+
 def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, dict]:
     """Decoding, ranking and modality weights of the selected run, scored on validation -> (table, choice)."""
     run_dir = plan["run_dir"]
@@ -119,6 +125,7 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     if _gen(cfg.val_dir, best, "val", "modality").exists():  # the same model decoded with the per-modality mask
         gens.append(f"{best}{MASK_LABEL}={_gen(cfg.val_dir, best, 'val', 'modality')}")
     relevance = _relevance(cfg)
+    artists = _names_artists(run_dir)
     rows, tuned = {}, {}
     for group in RANKING_GROUPS:  # weights are tuned per group, on the group's first ranking
         out = f"{cfg.work_dir}/choose" + ("" if group == RANKING_GROUPS[0] else f"/{group[0]}")
@@ -128,7 +135,8 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
         tuned[group[0]] = {"file": weights_file,
                            "objective": result["systems"][f"{best} tuned weights"]["metrics"]["P@10"]}
         options = dict(run_dir=run_dir, playlists=val_set, generations=gens, unimodal=False, baselines=["none"],
-                       diagnostics=False, beams_used=BEAMS_SCORED, rankings=list(group), weights=[weights_file])
+                       diagnostics=False, beams_used=BEAMS_SCORED, rankings=list(group), weights=[weights_file],
+                       artist_first=artists)
         found = dict(run(T2MRConfig(**options, out_dir=f"{out}/grid", relevance=relevance))["systems"])
         if relevance:
             with_prior = run(T2MRConfig(**options, out_dir=f"{out}/prior", relevance=relevance,
@@ -149,6 +157,7 @@ def choose_setting(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[str, d
     group = next(g[0] for g in RANKING_GROUPS if system["ranking"] in g)
     weights_file = tuned[group]["file"]
     choice = {"label": chosen, "ranking": system["ranking"], "beams": system["beams"],
+              "artist_first": system.get("artist_first", False),
               "mode": "modality" if MASK_LABEL in chosen else "catalog",
               "weights": ("relevance x tuned prior" if "relevance x tuned prior" in chosen else
                           "tuned" if " weights " in chosen else "equal" if " w/o " in chosen else "relevance"),
@@ -163,8 +172,7 @@ def choose_setting_folds(cfg: T2MRReportConfig, plan: dict, best: str) -> tuple[
     paths, kinds = [], {}
     for i, spec in enumerate(cfg.val_folds):
         run_dir, _, out_dir = spec.partition("=")
-        # each variant also led by its top track's artist (round 20), where the catalog names artists
-        artists = "artist" in pq.read_schema(Path(run_dir) / "catalog.parquet").names
+        artists = _names_artists(run_dir)
         gen = _gen(out_dir, best, "val")
         if not out_dir or not gen.exists():
             raise SystemExit(f"--val_folds {spec!r}: no generations of {best} at {gen} (RUN_DIR=OUT_DIR expected)")

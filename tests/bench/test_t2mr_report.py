@@ -52,6 +52,8 @@ def test_choice_takes_the_ranking_that_fits_the_playlists_with_its_own_weights(t
     # both groups' rows are in the table, the neighbours rows labelled with their ranking
     assert "[neighbours, 2 beams]" in table and "[match, 1 beams]" in table
     assert "(chosen)" in table.splitlines()[2]
+    # every variant is also scored led by its top track's artist (the catalog names artists); the choice says which
+    assert ", artist first" in table and choice["artist_first"] == (", artist first" in choice["label"])
 
 
 def test_the_report_says_how_far_the_winner_leads():
