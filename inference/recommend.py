@@ -83,6 +83,9 @@ def check_hybrid(hybrid: Sequence[str], catalog) -> None:
         raise RequestError(f"hybrid {list(hybrid)} searches the catalog's text: give the catalog too")
 
 
+ARTIST_FIRST_NEEDS = "artist_first puts the top track's artist in front: give a catalog with an 'artist' column"
+
+
 @dataclass
 class Generation:
     beams: list[list[str]]        # token strings of each returned beam (answer part), best first
@@ -119,8 +122,7 @@ class Recommender:
         self.artist_first = artist_first
         if artist_first:
             if table is None or "artist" not in table.column_names:
-                raise RequestError("artist_first puts the top track's artist in front: give a catalog with an "
-                                   "'artist' column")
+                raise RequestError(ARTIST_FIRST_NEEDS)
             self._artist_groups(table)
         # more models (other seeds or tokenizers): each generates and ranks with this one's settings, and their
         # rankings are fused with this one's (docs/t2mr.md round 14: a two-seed ensemble)
@@ -166,6 +168,8 @@ class Recommender:
             if looks_local(name):
                 resolve_bundle_path(name)
         check_hybrid(kwargs.get("hybrid", ()), kwargs.get("catalog"))
+        if kwargs.get("artist_first") and not kwargs.get("catalog"):  # before the model loads
+            raise RequestError(ARTIST_FIRST_NEEDS)
         if kwargs.get("catalog"):
             check_catalog(kwargs["catalog"])
         rel = None

@@ -224,3 +224,15 @@ def test_hybrid_needs_known_retrievers_and_a_catalog(bundle, capsys):  # noqa: F
             main(["--bundle", model, "--query", "rock", *extra])
         assert exit_info.value.code == 2
         assert what in _one_line_error(capsys.readouterr().err)
+
+
+def test_artist_first_from_the_command_line(bundle, capsys):  # noqa: F811
+    root, _ = bundle
+    catalog = str(root / "run" / "catalog.parquet")
+    main(["--bundle", str(root / "model"), "--catalog", catalog, "--num_beams", "2", "--k", "6",
+          "--artist_first", "true", "--format", "json", "--query", "rock"])
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    assert len(tracks) == 6 and len({t["artist"] for t in tracks}) == 1  # every artist here has more than six tracks
+    with pytest.raises(SystemExit) as exit_info:  # the artist comes from the catalog: without one, a one-line error
+        main(["--bundle", str(root / "model"), "--artist_first", "true", "--query", "rock"])
+    assert exit_info.value.code == 2 and "artist" in _one_line_error(capsys.readouterr().err)
