@@ -367,16 +367,12 @@ def fuse_rankings(parts: list[str], rankings: dict[str, np.ndarray], depth: int,
 def artist_first(ranked: np.ndarray, catalog, depth: int) -> np.ndarray:
     """Catalog rows per request [Q, D] -> the same rankings with each one's top track's artist in front
     (`lead_group_first`; the artist's unranked tracks by track ID, an order that knows nothing of playlists)."""
-    from inference.retrieval import lead_group_first
+    from inference.retrieval import artist_groups, lead_group_first
 
     if "artist" not in catalog.column_names:
         raise ValueError("--artist_first leads each ranking with its top track's artist: the catalog has no 'artist' "
                          f"column (columns: {catalog.column_names})")
-    artists = catalog.column("artist").to_pylist()
-    names = sorted({a for a in artists if isinstance(a, str) and a.strip()})
-    code = {a: i for i, a in enumerate(names)}
-    group_of = np.asarray([code.get(a, -1) for a in artists], np.int64)
-    by_track_id = np.argsort(np.asarray(catalog.column("track_id").to_pylist(), dtype=object), kind="stable")
+    group_of, by_track_id = artist_groups(catalog.column("track_id").to_pylist(), catalog.column("artist").to_pylist())
     out = np.full((len(ranked), depth), -1, dtype=np.int64)
     for i, row in enumerate(ranked):
         led = lead_group_first(row, group_of, depth, by_track_id)

@@ -136,11 +136,11 @@ class Recommender:
 
     def _artist_groups(self, table) -> None:
         """Each token-database row's artist as an int (-1: none or not in the catalog), and the rows by track ID."""
+        from inference.retrieval import artist_groups
+
         artist_of = dict(zip(table.column("track_id").to_pylist(), table.column("artist").to_pylist()))
-        names = [artist_of.get(t) for t in self.db.track_ids]
-        code = {a: i for i, a in enumerate(sorted({a for a in names if isinstance(a, str) and a.strip()}))}
-        self._group_of = np.asarray([code.get(a, -1) for a in names], np.int64)
-        self._by_track_id = np.argsort(np.asarray(self.db.track_ids, dtype=object), kind="stable")
+        self._group_of, self._by_track_id = artist_groups(self.db.track_ids,
+                                                          [artist_of.get(t) for t in self.db.track_ids])
         self._db_row = {t: i for i, t in enumerate(self.db.track_ids)}
 
     def _lead_artist_first(self, records: list[dict], k: int) -> list[dict]:

@@ -193,6 +193,15 @@ def reciprocal_rank_fusion(lists: Sequence[Sequence], rrf_k: float = 60.0) -> li
     return sorted(score, key=lambda t: -score[t])
 
 
+def artist_groups(track_ids: Sequence[str], artists: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Tracks' IDs and artists (None or blank: unknown) -> (int [N] artist per track, -1 = unknown; the tracks' rows
+    in track-ID order): what `lead_group_first` needs to lead a ranking with its top track's artist."""
+    names = sorted({a for a in artists if isinstance(a, str) and a.strip()})
+    code = {a: i for i, a in enumerate(names)}
+    group_of = np.asarray([code.get(a, -1) for a in artists], np.int64)
+    return group_of, np.argsort(np.asarray(track_ids, dtype=object), kind="stable")
+
+
 def lead_group_first(ranked: Sequence[int], group_of: np.ndarray, k: int,
                      fill_order: np.ndarray | None = None) -> np.ndarray:
     """One ranking (catalog rows, best first, -1 = none) -> its first k rows with the first track's group (its artist)
