@@ -5,7 +5,7 @@
 
 POST /recommend {"query": "...", "k": 10} -> {"query", "tracks"}, the tracks being the records of
 `Recommender.recommend` for that query; a bad request (empty query, k <= 0, wrong types) -> 400 {"detail": message}.
-GET /health -> {status, bundle, tracks, hybrid, ensemble, requests, generate_calls, largest_batch}. Binds
+GET /health -> {status, bundle, tracks, hybrid, ensemble, artist_first, requests, generate_calls, largest_batch}. Binds
 127.0.0.1:8000 by default. With --hybrid bm25 dense (and --catalog) each answer fuses the generated ranking with text
 search over the catalog (inference.recommend: Recommender's hybrid answers); with --ensemble B2 ... the rankings of
 more bundles are fused in too.
@@ -149,6 +149,7 @@ def create_app(recommender: Recommender, bundle_name: str, max_batch_size: int =
         return {"status": "ok", "bundle": bundle_name, "tracks": recommender.db.num_tracks,
                 "hybrid": list(search.retrievers) if search is not None else [],
                 "ensemble": [str(m.bundle.path) for m in getattr(recommender, "members", [])],
+                "artist_first": bool(getattr(recommender, "artist_first", False)),
                 "requests": batcher.requests, "generate_calls": batcher.generate_calls,
                 "largest_batch": batcher.largest_batch}
 

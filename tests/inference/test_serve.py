@@ -42,7 +42,7 @@ def test_health(server, bundle):  # noqa: F811
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["bundle"] == str(root / "model") and health["tracks"] == db.num_tracks
     assert {"requests", "generate_calls"} <= set(health)
-    assert health["hybrid"] == [] and health["ensemble"] == []
+    assert health["hybrid"] == [] and health["ensemble"] == [] and health["artist_first"] is False
 
 
 def test_concurrent_requests_are_batched_and_answered_as_alone(server, rec):
@@ -80,3 +80,19 @@ def test_missing_bundle_is_a_one_line_error():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("error: bundle runs/no_such_run/model: no such directory (a bundle is the "
                                    "output_dir of recipes/sft_3mtoken.py; Hub ids have the form owner/name)")
+
+
+def test_artist_first_is_served_and_reported(bundle):  # noqa: F811
+    root, _ = bundle
+    catalog = str(root / "run" / "catalog.parquet")
+    proc, url = spawn_server(["--bundle", str(root / "model"), "--catalog", catalog, "--num_beams", str(NUM_BEAMS),
+                              "--artist_first", "true"])
+    try:
+        assert httpx.get(f"{url}/health").json()["artist_first"] is True
+        body = httpx.post(f"{url}/recommend", json={"query": "rock", "k": 5}, timeout=60.0).json()
+        led = Recommender(load_bundle(root / "model"), num_beams=NUM_BEAMS, catalog=catalog, artist_first=True)
+        assert body["tracks"] == led.recommend(["rock"], k=5)[0]
+        assert len({t["artist"] for t in body["tracks"]}) == 1  # the top track's artist has more than five tracks
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
