@@ -141,7 +141,7 @@ class Recommender:
         artist_of = dict(zip(table.column("track_id").to_pylist(), table.column("artist").to_pylist()))
         self._group_of, self._by_track_id = artist_groups(self.db.track_ids,
                                                           [artist_of.get(t) for t in self.db.track_ids])
-        self._db_row = {t: i for i, t in enumerate(self.db.track_ids)}
+        self._db_row = self.db.row_of()
 
     def _lead_artist_first(self, records: list[dict], k: int) -> list[dict]:
         """A deep answer -> its first k tracks with the top track's artist in front (docs/t2mr.md round 20): the
