@@ -5,7 +5,8 @@
     varlen_attention    attention "sft_varlen": causal within each example (flash varlen on CUDA, sdpa mask on CPU)
     FastSFTTrainer      LM head (optionally Liger's fused linear cross-entropy) on answer positions only, stock
                         normalisation, no host sync per step; optionally the cross-entropy compiled and the
-                        gradient clipping folded into the fused AdamW step
+                        gradient clipping folded into the fused AdamW step; NEFTune (neftune_noise_alpha) scaled
+                        per example of the packed row (packed_neftune_noise)
     prepare_fast_model  switches the attention, optional fused q/k/v and gate/up projections, float8 matmuls
                         (torchao), Liger kernels and per-layer torch.compile
 Examples per optimizer step, sampler order and learning-rate schedule are those of the stock path.
@@ -411,6 +412,17 @@ def answer_only_loss(model, batch: dict, num_items_in_batch=None, fused_ce: bool
     return loss / (num_items_in_batch if num_items_in_batch is not None else max(targets.numel(), 1)), outputs
 
 
+def packed_neftune_noise(embeds: torch.Tensor, cu_seq_lens: torch.Tensor, alpha: float) -> torch.Tensor:
+    """NEFTune on a packed row: embeds [1, T, d] + uniform noise in [-a_i, a_i], a_i = alpha / sqrt(L_i * d) for the
+    tokens of sequence i (length L_i, from cu_seq_lens). The Trainer's own NEFTune hook scales by the whole row,
+    alpha / sqrt(T * d): on a row of 128 examples about 11x less noise per example than on unpacked rows."""
+    lengths = (cu_seq_lens[1:] - cu_seq_lens[:-1]).to(embeds.device)
+    scale = alpha / torch.sqrt(lengths.to(torch.float32) * embeds.shape[-1])              # [S]
+    per_token = torch.repeat_interleave(scale, lengths, output_size=embeds.shape[1])      # [T]
+    noise = torch.empty_like(embeds).uniform_(-1.0, 1.0)
+    return embeds + noise * per_token.to(embeds.dtype)[None, :, None]
+
+
 def fused_adam(optimizer) -> torch.optim.Optimizer | None:
     """The torch Adam / AdamW with fused=True in every group behind `optimizer` (accelerate wraps it), else None."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -457,6 +469,14 @@ class FastSFTTrainer(SFTTrainer):
             raise ValueError("fast_path_fuse_projections does not work with DeepSpeed ZeRO-3: the fused matmul reads "
                              "the projections' weights outside their own forward, where ZeRO-3 gathers them; use "
                              "ZeRO-2 or DDP, or fast_path_fuse_projections: false")
+        # NEFTune per example of the packed row (packed_neftune_noise) instead of the Trainer's hook, which would
+        # scale the noise by the whole row's length
+        self.packed_neftune_alpha, self._neftune_cu = self.args.neftune_noise_alpha, None
+        if self.packed_neftune_alpha:
+            self.args.neftune_noise_alpha = None
+            self.neftune_noise_alpha = None
+            embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
+            embeddings.register_forward_hook(self._packed_neftune_hook)
         if self.args.logging_nan_inf_filter:
             # transformers tests every step's loss for NaN/Inf on the host (a device sync each step, which stalls
             # the GPU while the next batch is collated and launched); a non-finite loss still shows in the logs
@@ -485,8 +505,14 @@ class FastSFTTrainer(SFTTrainer):
             return super()._clip_grad_norm(model)
         return clip_in_optimizer_step(model.parameters(), optimizer, self.args.max_grad_norm)
 
+    def _packed_neftune_hook(self, module, _inputs, output):
+        if not module.training or self._neftune_cu is None:
+            return output
+        return packed_neftune_noise(output, self._neftune_cu, self.packed_neftune_alpha)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         fused = self.fused_ce and model.training
+        self._neftune_cu = inputs["cu_seq_lens"] if self.packed_neftune_alpha else None
         loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, fused_ce=fused,
                                          unwrapped=self.accelerator.unwrap_model(model) if fused else None,
                                          compile_loss=self.compile_loss and model.training)

