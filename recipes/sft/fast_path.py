@@ -470,11 +470,10 @@ class FastSFTTrainer(SFTTrainer):
                              "the projections' weights outside their own forward, where ZeRO-3 gathers them; use "
                              "ZeRO-2 or DDP, or fast_path_fuse_projections: false")
         # NEFTune per example of the packed row (packed_neftune_noise) instead of the Trainer's hook, which would
-        # scale the noise by the whole row's length
+        # scale the noise by the whole row's length (args keep the alpha, so the run's record shows it)
         self.packed_neftune_alpha, self._neftune_cu = self.args.neftune_noise_alpha, None
         if self.packed_neftune_alpha:
-            self.args.neftune_noise_alpha = None
-            self.neftune_noise_alpha = None
+            self.neftune_noise_alpha = None  # what Trainer.train reads to attach its own hook
             embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
             embeddings.register_forward_hook(self._packed_neftune_hook)
         if self.args.logging_nan_inf_filter:
