@@ -7,6 +7,12 @@ BIN    := $(VENV)/bin
 RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
+# llama-cpp-python compiles llama.cpp on install, by default for the building CPU's instruction set; a wheel cached by
+# pip on one machine then dies of an illegal instruction on an older CPU that shares the cache (a CI failure: every
+# request to the test server refused). It is built once for the x86-64 AVX2 baseline into a folder of its own.
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements.txt)
+LLAMA_WHEELS ?= $(HOME)/.cache/music3m/wheels/llama-cpp-avx2
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: venv lint test slow_test demo spotify spotify_bench t2mr_data t2mr_gpu t2mr_report t2mr_folds t2mr_gpu_folds bench bench_data bench_gpu clean help
 
@@ -28,7 +34,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and alone, so that pip takes the CPU build where the machine provides one
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl > /dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/python -m pip install --quiet --find-links $(LLAMA_WHEELS) -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

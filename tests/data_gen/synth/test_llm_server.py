@@ -14,7 +14,7 @@ from data_gen.synth.dqt import QUERY_SCHEMA, DqtConfig  # noqa: E402
 from data_gen.synth.dqt import run as dqt_run
 from data_gen.synth.dr import SCORES_SCHEMA, DrConfig  # noqa: E402
 from data_gen.synth.dr import run as dr_run
-from data_gen.synth.llm_server import LocalLLMServer, free_port, is_alive, read_pid  # noqa: E402
+from data_gen.synth.llm_server import LocalLLMServer, free_port, is_alive, log_tail, read_pid  # noqa: E402
 from data_gen.synth.llm_store import read_jsonl  # noqa: E402
 from tests.data_gen.synth.llm_helpers import FAST, demo_run_dir  # noqa: E402
 
@@ -35,6 +35,9 @@ def test_dqt_and_dr_through_a_real_server_then_all_from_cache(tmp_path):
         short = {"num_queries": 1, "max_text_chars": 120}  # short prompts keep the test quick on a small CPU
         dqt = dqt_run(DqtConfig(run_dir=str(run_dir), **short, **common))
         rows, failed = _outputs(run_dir / "dqt", "dqt.jsonl")
+        # a server that answers nothing (it died, or every request failed) says why here, not in a later assert
+        assert rows, (f"no D_qt row: failures {dqt['report']['failures']}, server alive: {is_alive(pid)}, "
+                      f"log {server.log_path}:\n{log_tail(server.log_path)}")
         assert sorted([r["track_id"] for r in rows] + [f["track_id"] for f in failed]) == \
             sorted(f"demo-{i:06d}" for i in range(5))
         assert all(r["query"] and r["source"] == "llm" and r["split"] in ("train", "test") for r in rows)
