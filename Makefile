@@ -8,8 +8,9 @@ RUN    ?= runs/demo
 SHARED ?= ../shared/data
 STAMP  := $(VENV)/.installed
 # llama-cpp-python compiles llama.cpp on install, by default for the building CPU's instruction set; a wheel cached by
-# pip on one machine then dies of an illegal instruction on an older CPU that shares the cache (a CI failure: every
-# request to the test server refused). It is built once for the x86-64 AVX2 baseline into a folder of its own.
+# pip on one machine can then die of an illegal instruction on an older CPU that shares the cache (the likely cause of
+# a CI failure in which every request to the test server failed). It is built once for the x86-64 AVX2 baseline into a
+# folder of its own.
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements.txt)
 LLAMA_WHEELS ?= $(HOME)/.cache/music3m/wheels/llama-cpp-avx2
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
