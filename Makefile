@@ -44,8 +44,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 lint: venv
 	$(BIN)/ruff check .
 
+# --durations: the slowest tests in every log (CI included), to keep the suite inside its time
 test: venv lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 slow_test: venv
 	$(BIN)/python -m pytest -q
